@@ -1,0 +1,2 @@
+//! Client protocols.
+pub mod resp;

@@ -1,0 +1,1 @@
+//! Replication core (in progress).

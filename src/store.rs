@@ -1,0 +1,458 @@
+//! The key-value map: versioned values and tombstones, sharded into buckets.
+//!
+//! The store knows nothing of the network. It keeps, for every key, the value
+//! (or a tombstone) and the [`Version`] that wrote it, and it merges writes by
+//! last-writer-wins: a write is applied only when its version is higher than
+//! the one already stored. That single rule makes merging idempotent,
+//! commutative and associative, so replicas may receive updates in any order,
+//! any number of times, and still agree.
+//!
+//! The map is split into [`BUCKETS`] shards. Each shard has its own lock, so
+//! clients on different keys rarely contend, and each shard keeps a running
+//! hash of its `(key, version)` pairs. Those per-bucket hashes are the digest
+//! that anti-entropy compares: two replicas whose bucket hashes match hold the
+//! same entries in that bucket. The locks are `std` locks on purpose: every
+//! critical section is a hash-map operation, and nothing waits while holding
+//! one.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Identifies a node; random at start.
+pub type NodeId = u64;
+
+/// Number of shards, which is also the number of digest buckets.
+///
+/// Fixed for the protocol: every node must place a key in the same bucket.
+pub const BUCKETS: usize = 1024;
+
+/// The version of a write: a hybrid logical clock timestamp, then the writer's
+/// node id to break ties. Ordered by `(ts, node)`, so the higher version is the
+/// later write and wins a conflict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Hybrid logical clock reading (see [`crate::replication::hlc`]).
+    pub ts: u64,
+    /// The node that made the write.
+    pub node: NodeId,
+}
+
+/// A stored value, or a tombstone left by a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `None` is a tombstone: the key was deleted by `version`.
+    pub value: Option<Vec<u8>>,
+    /// The write that produced this entry.
+    pub version: Version,
+}
+
+impl Entry {
+    /// True when this entry records a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// What a conditional local write decided to do with a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Store this value.
+    Set(Vec<u8>),
+    /// Delete the key (leave a tombstone).
+    Delete,
+}
+
+/// Counts kept per shard and summed on demand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Keys with a live value.
+    pub keys: usize,
+    /// Keys whose entry is a tombstone.
+    pub tombstones: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Box<[u8]>, Entry>,
+    /// XOR of [`entry_hash`] over every entry in the shard.
+    hash: u64,
+    tombstones: usize,
+}
+
+impl Shard {
+    /// Replaces (or inserts) the entry for `key`, keeping hash and counts true.
+    fn put(&mut self, key: &[u8], entry: Entry) {
+        self.hash ^= entry_hash(key, &entry);
+        if entry.is_tombstone() {
+            self.tombstones += 1;
+        }
+        let old = match self.map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                self.map.insert(key.into(), entry);
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.forget(key, &old);
+        }
+    }
+
+    /// Undoes the hash and count contribution of an entry leaving the shard.
+    fn forget(&mut self, key: &[u8], old: &Entry) {
+        self.hash ^= entry_hash(key, old);
+        if old.is_tombstone() {
+            self.tombstones -= 1;
+        }
+    }
+}
+
+/// The sharded, versioned key-value map. Share it behind an `Arc`.
+pub struct Store {
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Store {
+            shards: (0..BUCKETS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+        &self.shards[bucket_of(key)]
+    }
+
+    /// Calls `f` with the live value of `key`, or `None` when it is absent or
+    /// deleted. The shard stays read-locked during `f`, so keep `f` short: it
+    /// exists so a reply can be copied straight out of the map.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let shard = read(self.shard(key));
+        f(shard.map.get(key).and_then(|e| e.value.as_deref()))
+    }
+
+    /// A copy of the live value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// The entry for `key`, tombstones included.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        read(self.shard(key)).map.get(key).cloned()
+    }
+
+    /// Merges a write by last-writer-wins. Returns true when it changed the
+    /// store, that is when `version` is higher than the stored one.
+    pub fn merge(&self, key: &[u8], value: Option<Vec<u8>>, version: Version) -> bool {
+        let mut shard = write(self.shard(key));
+        if let Some(current) = shard.map.get(key) {
+            if current.version >= version {
+                return false;
+            }
+        }
+        shard.put(key, Entry { value, version });
+        true
+    }
+
+    /// A read-modify-write on one key, atomic with respect to every other
+    /// access to that key. `decide` sees the live value and returns the change
+    /// to make, if any; the change is written with `version`, which the caller
+    /// took from its clock and which must be higher than any version the store
+    /// holds. Returns what `decide` returned, and the entry written, if any.
+    pub fn update<R>(
+        &self,
+        key: &[u8],
+        version: Version,
+        decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
+    ) -> (R, Option<Entry>) {
+        let mut shard = write(self.shard(key));
+        let current = shard.map.get(key);
+        debug_assert!(current.is_none_or(|e| e.version < version));
+        let (change, answer) = decide(current.and_then(|e| e.value.as_deref()));
+        let entry = match change {
+            None => return (answer, None),
+            Some(Change::Set(v)) => Entry {
+                value: Some(v),
+                version,
+            },
+            Some(Change::Delete) => Entry {
+                value: None,
+                version,
+            },
+        };
+        shard.put(key, entry.clone());
+        (answer, Some(entry))
+    }
+
+    /// The digest hash of every bucket, indexed by bucket.
+    pub fn bucket_hashes(&self) -> Vec<u64> {
+        self.shards.iter().map(|s| read(s).hash).collect()
+    }
+
+    /// One hash summarising the whole store: equal roots mean (with
+    /// overwhelming probability) equal stores.
+    pub fn root_hash(&self) -> u64 {
+        let mut h = FNV_OFFSET;
+        for s in self.shards.iter() {
+            h = fnv1a(h, &read(s).hash.to_le_bytes());
+        }
+        h
+    }
+
+    /// Every entry of one bucket, tombstones included, as `(key, entry)`.
+    pub fn bucket_entries(&self, bucket: usize) -> Vec<(Vec<u8>, Entry)> {
+        read(&self.shards[bucket])
+            .map
+            .iter()
+            .map(|(k, e)| (k.to_vec(), e.clone()))
+            .collect()
+    }
+
+    /// The version stored for every key of one bucket.
+    pub fn bucket_versions(&self, bucket: usize) -> Vec<(Vec<u8>, Version)> {
+        read(&self.shards[bucket])
+            .map
+            .iter()
+            .map(|(k, e)| (k.to_vec(), e.version))
+            .collect()
+    }
+
+    /// Removes tombstones whose version timestamp is below `before_ts`.
+    /// Returns how many were removed.
+    pub fn collect_tombstones(&self, before_ts: u64) -> usize {
+        let mut removed = 0;
+        for lock in self.shards.iter() {
+            if read(lock).tombstones == 0 {
+                continue;
+            }
+            let mut shard = write(lock);
+            let dead: Vec<Box<[u8]>> = shard
+                .map
+                .iter()
+                .filter(|(_, e)| e.is_tombstone() && e.version.ts < before_ts)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in dead {
+                if let Some(old) = shard.map.remove(&key) {
+                    shard.forget(&key, &old);
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Live keys and tombstones.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats::default();
+        for lock in self.shards.iter() {
+            let s = read(lock);
+            stats.tombstones += s.tombstones;
+            stats.keys += s.map.len() - s.tombstones;
+        }
+        stats
+    }
+
+    /// Calls `f` for every live key, bucket by bucket, starting at `bucket`,
+    /// until `f` returns false. Returns the bucket after the last one visited
+    /// completely, or `None` when every bucket was visited: a resumable cursor
+    /// for SCAN-like walks. Each bucket is locked only while it is visited.
+    pub fn scan_live(&self, bucket: usize, mut f: impl FnMut(&[u8]) -> bool) -> Option<usize> {
+        for b in bucket..BUCKETS {
+            let shard = read(&self.shards[b]);
+            let mut more = true;
+            for (k, e) in shard.map.iter() {
+                if e.value.is_some() {
+                    more &= f(k);
+                }
+            }
+            if !more {
+                return (b + 1 < BUCKETS).then_some(b + 1);
+            }
+        }
+        None
+    }
+}
+
+/// The bucket (and shard) a key belongs to. Stable across processes and
+/// versions: it is part of the replication protocol.
+pub fn bucket_of(key: &[u8]) -> usize {
+    (fnv1a(FNV_OFFSET, key) % BUCKETS as u64) as usize
+}
+
+/// The contribution of one entry to its bucket's digest hash.
+fn entry_hash(key: &[u8], entry: &Entry) -> u64 {
+    let mut h = fnv1a(FNV_OFFSET, key);
+    h = fnv1a(h, &entry.version.ts.to_le_bytes());
+    h = fnv1a(h, &entry.version.node.to_le_bytes());
+    h = fnv1a(h, &[entry.is_tombstone() as u8]);
+    // FNV's low bits mix poorly for XOR aggregation; finish with a
+    // multiply-xorshift avalanche.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a: fixed, so every node hashes alike.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Locks for reading. A poisoned shard still holds a consistent map (every
+/// mutation completes before anything that could panic), so poison is ignored.
+fn read(lock: &RwLock<Shard>) -> std::sync::RwLockReadGuard<'_, Shard> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(lock: &RwLock<Shard>) -> std::sync::RwLockWriteGuard<'_, Shard> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(ts: u64, node: NodeId) -> Version {
+        Version { ts, node }
+    }
+
+    #[test]
+    fn higher_version_wins_in_any_order() {
+        let a = Store::new();
+        let b = Store::new();
+        a.merge(b"k", Some(b"old".to_vec()), v(1, 1));
+        a.merge(b"k", Some(b"new".to_vec()), v(2, 1));
+        b.merge(b"k", Some(b"new".to_vec()), v(2, 1));
+        assert!(!b.merge(b"k", Some(b"old".to_vec()), v(1, 1)));
+        assert_eq!(a.get(b"k"), Some(b"new".to_vec()));
+        assert_eq!(b.get(b"k"), Some(b"new".to_vec()));
+        assert_eq!(a.root_hash(), b.root_hash());
+    }
+
+    #[test]
+    fn node_id_breaks_timestamp_ties() {
+        let s = Store::new();
+        s.merge(b"k", Some(b"from-2".to_vec()), v(5, 2));
+        assert!(!s.merge(b"k", Some(b"from-1".to_vec()), v(5, 1)));
+        assert_eq!(s.get(b"k"), Some(b"from-2".to_vec()));
+    }
+
+    #[test]
+    fn merge_is_idempotent() {
+        let s = Store::new();
+        assert!(s.merge(b"k", Some(b"x".to_vec()), v(3, 1)));
+        let h = s.root_hash();
+        assert!(!s.merge(b"k", Some(b"x".to_vec()), v(3, 1)));
+        assert_eq!(s.root_hash(), h);
+    }
+
+    #[test]
+    fn tombstone_hides_value_and_beats_older_writes() {
+        let s = Store::new();
+        s.merge(b"k", Some(b"x".to_vec()), v(1, 1));
+        s.merge(b"k", None, v(2, 1));
+        assert_eq!(s.get(b"k"), None);
+        assert!(!s.merge(b"k", Some(b"late".to_vec()), v(1, 9)));
+        assert_eq!(s.get(b"k"), None);
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                keys: 0,
+                tombstones: 1
+            }
+        );
+    }
+
+    #[test]
+    fn digest_tracks_contents_not_history() {
+        let a = Store::new();
+        let b = Store::new();
+        a.merge(b"k", Some(b"1".to_vec()), v(1, 1));
+        a.merge(b"k", Some(b"2".to_vec()), v(2, 1));
+        b.merge(b"k", Some(b"2".to_vec()), v(2, 1));
+        assert_eq!(a.bucket_hashes(), b.bucket_hashes());
+        b.merge(b"j", Some(b"3".to_vec()), v(3, 1));
+        assert_ne!(a.root_hash(), b.root_hash());
+        let differing: Vec<usize> = a
+            .bucket_hashes()
+            .iter()
+            .zip(b.bucket_hashes())
+            .enumerate()
+            .filter(|(_, (x, y))| *x != y)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(differing, vec![bucket_of(b"j")]);
+    }
+
+    #[test]
+    fn update_sees_current_value_and_reports_the_write() {
+        let s = Store::new();
+        s.merge(b"k", Some(b"ab".to_vec()), v(1, 1));
+        let (old, written) = s.update(b"k", v(2, 1), |cur| {
+            let mut next = cur.unwrap().to_vec();
+            next.extend_from_slice(b"cd");
+            (Some(Change::Set(next)), cur.map(<[u8]>::len))
+        });
+        assert_eq!(old, Some(2));
+        assert_eq!(written.unwrap().value, Some(b"abcd".to_vec()));
+        let (_, none) = s.update(b"k", v(3, 1), |_| (None, ()));
+        assert!(none.is_none());
+        assert_eq!(s.entry(b"k").unwrap().version, v(2, 1));
+    }
+
+    #[test]
+    fn tombstones_are_collected_after_grace() {
+        let s = Store::new();
+        s.merge(b"old", None, v(10, 1));
+        s.merge(b"new", None, v(100, 1));
+        s.merge(b"live", Some(b"x".to_vec()), v(1, 1));
+        let before = s.root_hash();
+        assert_eq!(s.collect_tombstones(50), 1);
+        assert_ne!(s.root_hash(), before);
+        assert!(s.entry(b"old").is_none());
+        assert!(s.entry(b"new").is_some());
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                keys: 1,
+                tombstones: 1
+            }
+        );
+    }
+
+    #[test]
+    fn scan_visits_every_live_key_once() {
+        let s = Store::new();
+        for i in 0..500u32 {
+            s.merge(i.to_string().as_bytes(), Some(vec![1]), v(1, 1));
+        }
+        s.merge(b"gone", None, v(2, 1));
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            let mut n = 0;
+            cursor = s.scan_live(c, |k| {
+                seen.push(k.to_vec());
+                n += 1;
+                n < 10
+            });
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 500);
+    }
+}

@@ -1,0 +1,333 @@
+//! One coroutine per accepted connection: sniff the first byte, then serve a
+//! text client, a RESP client, or hand the connection to the peer layer.
+//!
+//! A client's cost is bounded: its read buffer never exceeds the line or
+//! frame limit, and its answers are written out whenever they pass
+//! `max_output_bytes`, so the coroutine stops reading from a client that
+//! does not read its answers.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use log::debug;
+use may::net::TcpStream;
+
+use super::{Node, peer};
+use crate::config::Limits;
+use crate::protocol::reply::Reply;
+use crate::protocol::resp::{self, RespLimits};
+use crate::protocol::text::{self, Framed, LineCodec};
+use crate::protocol::{Command, Flow, RespReply, TextReply, apply};
+
+/// How long a connection that arrives while `max_clients` are open gets to
+/// show it is a peer (peers do not count against the client cap).
+const OVER_CAP_SNIFF: Duration = Duration::from_millis(200);
+
+/// Read buffers start this small so that idle connections stay cheap, and
+/// grow on demand.
+const INITIAL_BUFFER: usize = 1024;
+
+/// Releases a client slot when the connection ends, however it ends.
+struct ClientSlot<'a>(&'a Node);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub fn serve_connection(node: Arc<Node>, mut stream: TcpStream, from: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let limits = node.config.read().unwrap().limits.clone();
+    let open = node.counters.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let slot = ClientSlot(&node);
+    let over_cap = open > limits.max_clients;
+    if over_cap {
+        let _ = stream.set_read_timeout(Some(OVER_CAP_SNIFF));
+    }
+
+    let mut buf = Buffer::new();
+    match buf.fill(&mut stream, usize::MAX) {
+        Ok(0) => return,
+        Ok(_) => {}
+        Err(_) if over_cap => {
+            refuse(&node, &mut stream, false);
+            return;
+        }
+        Err(e) => {
+            debug!("connection from {from} failed before its first byte: {e}");
+            return;
+        }
+    }
+    let first = buf.data()[0];
+    if first == 0 {
+        drop(slot);
+        peer::serve_incoming(&node, stream, buf.data().to_vec(), from);
+        return;
+    }
+    if over_cap {
+        refuse(&node, &mut stream, first == b'*');
+        return;
+    }
+    let _ = stream.set_read_timeout(None);
+    let result = if first == b'*' {
+        serve_resp(&node, &mut stream, buf, &limits)
+    } else {
+        serve_text(&node, &mut stream, buf, &limits)
+    };
+    if let Err(e) = result {
+        debug!("client {from} closed: {e}");
+    }
+    drop(slot);
+}
+
+fn refuse(node: &Node, stream: &mut TcpStream, resp: bool) {
+    node.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    let msg: &[u8] = if resp {
+        b"-ERR max number of clients reached\r\n"
+    } else {
+        b"ERR max number of clients reached\n"
+    };
+    let _ = stream.write_all(msg);
+}
+
+/// Serves the text protocol: one line in, one answer out.
+fn serve_text(
+    node: &Node,
+    stream: &mut TcpStream,
+    mut buf: Buffer,
+    limits: &Limits,
+) -> std::io::Result<()> {
+    let mut codec = LineCodec::new(limits.max_line_bytes);
+    let mut out = Vec::with_capacity(256);
+    // Errors about a line that has no end yet follow the last line ending
+    // seen.
+    let mut crlf = false;
+    loop {
+        let mut commands = 0;
+        loop {
+            match codec.next(buf.data()) {
+                Framed::Line {
+                    line,
+                    crlf: ends_crlf,
+                    consumed,
+                } => {
+                    crlf = ends_crlf;
+                    commands += 1;
+                    let mut reply = TextReply::new(&mut out, crlf);
+                    let flow = match text::parse_line(line) {
+                        Ok(cmd) => apply(cmd, node, &mut reply),
+                        Err(e) => {
+                            reply.error(&e.to_string());
+                            Flow::Continue
+                        }
+                    };
+                    buf.consume(consumed);
+                    if flow == Flow::Close {
+                        stream.write_all(&out)?;
+                        return Ok(());
+                    }
+                    if out.len() >= limits.max_output_bytes {
+                        stream.write_all(&out)?;
+                        out.clear();
+                    }
+                }
+                Framed::TooLong { consumed } => {
+                    TextReply::new(&mut out, crlf).error("ERR line too long");
+                    buf.consume(consumed);
+                }
+                Framed::Incomplete { consumed } => {
+                    buf.consume(consumed);
+                    break;
+                }
+            }
+        }
+        node.counters
+            .commands
+            .fetch_add(commands, Ordering::Relaxed);
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+            out.clear();
+        }
+        // The codec bounds a line; leave room for one more read past it.
+        if buf.fill(stream, limits.max_line_bytes + 2)? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Serves RESP: every request parsed from one read is answered in one write.
+fn serve_resp(
+    node: &Node,
+    stream: &mut TcpStream,
+    mut buf: Buffer,
+    limits: &Limits,
+) -> std::io::Result<()> {
+    let resp_limits = RespLimits {
+        max_bulk: limits.max_bulk_bytes,
+        max_args: limits.max_args,
+        max_inline: limits.max_line_bytes,
+    };
+    // A request is bounded by the bulk cap per argument; the buffer may need
+    // to hold one whole request.
+    let max_buffer = limits.max_bulk_bytes.saturating_mul(2).saturating_add(64 * 1024);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        let mut commands = 0;
+        loop {
+            match resp::parse_request(buf.data(), &resp_limits) {
+                Ok(Some((request, consumed))) => {
+                    let flow = if request.args.is_empty() {
+                        Flow::Continue
+                    } else {
+                        commands += 1;
+                        let mut reply = RespReply { out: &mut out };
+                        match Command::from_args(&request.args) {
+                            Ok(cmd) => apply(cmd, node, &mut reply),
+                            Err(e) => {
+                                reply.error(&e.to_string());
+                                Flow::Continue
+                            }
+                        }
+                    };
+                    buf.consume(consumed);
+                    if flow == Flow::Close {
+                        stream.write_all(&out)?;
+                        return Ok(());
+                    }
+                    if out.len() >= limits.max_output_bytes {
+                        stream.write_all(&out)?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // As Redis does: report the protocol error and close.
+                    resp::write_error(&mut out, &format!("ERR {e}"));
+                    stream.write_all(&out)?;
+                    return Ok(());
+                }
+            }
+        }
+        node.counters
+            .commands
+            .fetch_add(commands, Ordering::Relaxed);
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+            out.clear();
+        }
+        if buf.fill(stream, max_buffer)? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// A read buffer that reuses its memory: bytes are consumed from the front
+/// and read in at the back, and the buffer grows only when one request
+/// needs more room.
+pub struct Buffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Buffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Buffer {
+            data: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// A buffer that starts with `bytes`.
+    pub fn with(bytes: &[u8]) -> Self {
+        let mut b = Buffer::new();
+        b.data.resize(bytes.len().max(INITIAL_BUFFER), 0);
+        b.data[..bytes.len()].copy_from_slice(bytes);
+        b.end = bytes.len();
+        b
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Drops `n` bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // Give back the room a large request needed.
+            if self.data.len() > 64 * 1024 {
+                self.data = vec![0; INITIAL_BUFFER];
+            }
+        }
+    }
+
+    /// Reads once from `r`, making room first; the buffer never grows past
+    /// `max` bytes (a read of at least one byte is always possible). Returns
+    /// the number of bytes read; 0 means end of stream.
+    pub fn fill(&mut self, r: &mut impl Read, max: usize) -> std::io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.data.len() * 2).min(max.max(self.data.len() + 1));
+                self.data.resize(grown, 0);
+            }
+        }
+        let n = r.read(&mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_reuses_and_grows() {
+        let mut b = Buffer::new();
+        let mut src: &[u8] = &[7u8; 3000];
+        let mut total = 0;
+        while total < 3000 {
+            total += b.fill(&mut src, 10_000).unwrap();
+        }
+        assert_eq!(b.data().len(), 3000);
+        b.consume(2999);
+        assert_eq!(b.data(), &[7]);
+        b.consume(1);
+        assert!(b.data().is_empty());
+        let mut more: &[u8] = b"abc";
+        b.fill(&mut more, 10_000).unwrap();
+        assert_eq!(b.data(), b"abc");
+    }
+
+    #[test]
+    fn buffer_growth_respects_the_cap_but_always_reads() {
+        let mut b = Buffer::new();
+        let mut src: &[u8] = &[1u8; 5000];
+        for _ in 0..10 {
+            b.fill(&mut src, 1500).unwrap();
+        }
+        assert!(b.data().len() <= 2048);
+    }
+}

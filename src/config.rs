@@ -151,10 +151,7 @@ impl Config {
     /// Parses a config from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unzip();
+            let (line, column) = e.span().map(|span| line_column(text, span.start)).unzip();
             ConfigError {
                 file: origin.to_path_buf(),
                 line,
@@ -351,10 +348,7 @@ port_probe_limit = 10
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(
-            split_host_port("[::1]:5").unwrap(),
-            ("::1".to_string(), 5)
-        );
+        assert_eq!(split_host_port("[::1]:5").unwrap(), ("::1".to_string(), 5));
         assert!(split_host_port("a:0").is_err());
         assert!(split_host_port(":5").is_err());
     }

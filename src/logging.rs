@@ -17,7 +17,7 @@ pub fn set_node_name(name: &str) {
 /// Installs the logger. Call once, before the node starts.
 pub fn init(initial_name: &str) {
     set_node_name(initial_name);
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
         .format(|buf, record| {
             let name = NODE_NAME.read().unwrap_or_else(|e| e.into_inner()).clone();
             writeln!(

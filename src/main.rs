@@ -61,7 +61,10 @@ fn main() -> ExitCode {
 fn load(cli: &Cli) -> Result<(Config, Option<PathBuf>), String> {
     let default = Path::new("config.toml");
     let (mut config, path) = match &cli.config {
-        Some(path) => (Config::load(path).map_err(|e| e.to_string())?, Some(path.clone())),
+        Some(path) => (
+            Config::load(path).map_err(|e| e.to_string())?,
+            Some(path.clone()),
+        ),
         None if default.exists() => (
             Config::load(default).map_err(|e| e.to_string())?,
             Some(default.to_path_buf()),
@@ -81,7 +84,9 @@ fn load(cli: &Cli) -> Result<(Config, Option<PathBuf>), String> {
         }
     }
     config.validate().map_err(|e| {
-        let origin = path.as_deref().map_or("command line".into(), |p| p.display().to_string());
+        let origin = path
+            .as_deref()
+            .map_or("command line".into(), |p| p.display().to_string());
         format!("{origin}: {e}")
     })?;
     Ok((config, path))

@@ -65,22 +65,26 @@ impl Members {
 
     /// Merges a peer's member list. Returns the members heard of for the
     /// first time (the node may dial them).
-    pub fn merge(&mut self, self_id: NodeId, list: Vec<MemberInfo>, now: Instant) -> Vec<MemberInfo> {
+    pub fn merge(
+        &mut self,
+        self_id: NodeId,
+        list: Vec<MemberInfo>,
+        now: Instant,
+    ) -> Vec<MemberInfo> {
         let mut learned = Vec::new();
         for info in list {
             if info.id == self_id {
                 continue;
             }
             match self.map.get_mut(&info.id) {
-                Some(m) => {
-                    if info.alive {
-                        m.last_heard = now;
-                        m.state = State::Alive;
-                        if !m.linked {
-                            m.addr = info.addr.clone();
-                        }
+                Some(m) if info.alive => {
+                    m.last_heard = now;
+                    m.state = State::Alive;
+                    if !m.linked {
+                        m.addr = info.addr.clone();
                     }
                 }
+                Some(_) => {}
                 None if info.alive => {
                     self.map.insert(
                         info.id,
@@ -115,7 +119,12 @@ impl Members {
     /// The list to send to peers: this node, and every member with its
     /// state. Only a direct link counts as evidence of life, so that a dead
     /// member stops being vouched for once its last neighbour loses it.
-    pub fn gossip_list(&self, self_id: NodeId, self_addr: &str, links: &[LinkInfo]) -> Vec<MemberInfo> {
+    pub fn gossip_list(
+        &self,
+        self_id: NodeId,
+        self_addr: &str,
+        links: &[LinkInfo],
+    ) -> Vec<MemberInfo> {
         let mut list = vec![MemberInfo {
             id: self_id,
             addr: self_addr.to_string(),
@@ -186,11 +195,17 @@ mod tests {
         let t0 = Instant::now();
         m.linked(2, "a:1", t0);
         m.unlinked(2, t0);
-        assert!(m.expire(t0 + Duration::from_secs(1), Duration::from_secs(5)).is_empty());
+        assert!(
+            m.expire(t0 + Duration::from_secs(1), Duration::from_secs(5))
+                .is_empty()
+        );
         let down = m.expire(t0 + Duration::from_secs(6), Duration::from_secs(5));
         assert_eq!(down, vec![(2, "a:1".to_string())]);
         // Already down: reported once.
-        assert!(m.expire(t0 + Duration::from_secs(9), Duration::from_secs(5)).is_empty());
+        assert!(
+            m.expire(t0 + Duration::from_secs(9), Duration::from_secs(5))
+                .is_empty()
+        );
         // Vouched for again: alive.
         m.merge(1, vec![info(2, true)], t0 + Duration::from_secs(10));
         let lines = m.describe(1, "me:1", &[]);
@@ -202,7 +217,10 @@ mod tests {
         let mut m = Members::default();
         let t0 = Instant::now();
         m.linked(2, "a:1", t0);
-        assert!(m.expire(t0 + Duration::from_secs(100), Duration::from_secs(5)).is_empty());
+        assert!(
+            m.expire(t0 + Duration::from_secs(100), Duration::from_secs(5))
+                .is_empty()
+        );
     }
 
     #[test]

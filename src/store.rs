@@ -152,10 +152,8 @@ impl Store {
     /// store, that is when `version` is higher than the stored one.
     pub fn merge(&self, key: &[u8], value: Option<Vec<u8>>, version: Version) -> bool {
         let mut shard = write(self.shard(key));
-        if let Some(current) = shard.map.get(key) {
-            if current.version >= version {
-                return false;
-            }
+        if shard.map.get(key).is_some_and(|e| e.version >= version) {
+            return false;
         }
         shard.put(key, Entry { value, version });
         true

@@ -174,7 +174,10 @@ fn serve_resp(
     };
     // A request is bounded by the bulk cap per argument; the buffer may need
     // to hold one whole request.
-    let max_buffer = limits.max_bulk_bytes.saturating_mul(2).saturating_add(64 * 1024);
+    let max_buffer = limits
+        .max_bulk_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024);
     let mut out = Vec::with_capacity(256);
     loop {
         let mut commands = 0;

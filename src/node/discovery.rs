@@ -244,10 +244,13 @@ fn discovery_loop(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) {
                         initial.as_millis(),
                         max.as_millis()
                     );
-                } else if failures % REMIND_EVERY == 0 {
+                } else if failures.is_multiple_of(REMIND_EVERY) {
                     info!("still cannot reach {addr} after {failures} attempts ({reason})");
                 } else {
-                    debug!("cannot reach {addr} ({reason}); next try in {} ms", backoff.as_millis());
+                    debug!(
+                        "cannot reach {addr} ({reason}); next try in {} ms",
+                        backoff.as_millis()
+                    );
                 }
                 if handle.learned && failures >= LEARNED_GIVE_UP {
                     info!("gave up dialing learned member {addr} after {failures} attempts");

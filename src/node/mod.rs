@@ -168,7 +168,7 @@ pub fn run(
         .set_workers(std::thread::available_parallelism().map_or(2, |n| n.get()));
 
     let (listener, addr) = listener::bind_with_probing(&config)?;
-    crate::logging::set_node_name(&addr);
+    crate::logging::set_node_name(&addr.to_string());
     let initial_config = config.clone();
     let mut config = config;
     config.discovery.bind_port = addr.port();
@@ -208,7 +208,9 @@ pub fn run(
     });
 
     let signals = signal_waiter()?;
-    spawn(&node, "listener", move |node| listener::accept_loop(node, listener));
+    spawn(&node, "listener", move |node| {
+        listener::accept_loop(node, listener)
+    });
     spawn(&node, "ticker", ticker);
     spawn(&node, "reload", reload::watch);
     discovery::sync_with_config(&node);

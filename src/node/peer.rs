@@ -282,9 +282,7 @@ fn our_hello(node: &Node, stream: &TcpStream) -> Hello {
         )
     };
     let host = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_unspecified() => stream
-            .local_addr()
-            .map_or(host, |a| a.ip().to_string()),
+        Ok(ip) if ip.is_unspecified() => stream.local_addr().map_or(host, |a| a.ip().to_string()),
         _ => host,
     };
     Hello {
@@ -331,7 +329,11 @@ impl Established {
 }
 
 /// Dials `target` and runs the handshake as the initiator.
-pub fn dial(node: &Arc<Node>, target: SocketAddr, timeout: Duration) -> Result<Established, Refused> {
+pub fn dial(
+    node: &Arc<Node>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<Established, Refused> {
     let mut stream =
         TcpStream::connect_timeout(&target, timeout).map_err(|e| Refused::Io(e.to_string()))?;
     let _ = stream.set_nodelay(true);
@@ -426,7 +428,8 @@ fn establish(
     let mut outputs = Vec::new();
     node.replicator.link_up(link.id, dialed, &mut outputs);
     node.dispatch(&mut outputs);
-    node.links.send(link.id, &Message::Members(member_list(node)));
+    node.links
+        .send(link.id, &Message::Members(member_list(node)));
     Ok(Established {
         link,
         stream,

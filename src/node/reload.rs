@@ -86,7 +86,9 @@ pub fn apply(node: &Arc<Node>, new: Config) {
         );
     }
     if restart_needed {
-        warn!("config reloaded: only discovery.hosts applies live; other changes take effect on restart");
+        warn!(
+            "config reloaded: only discovery.hosts applies live; other changes take effect on restart"
+        );
     }
     discovery::sync_with_config(node);
 }

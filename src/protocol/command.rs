@@ -115,23 +115,23 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 /// A cursor over a request's arguments (mini-redis's `Parse`).
-pub struct Args<'a, 'b> {
+pub struct Args<'a, A> {
     name: &'static str,
-    rest: std::slice::Iter<'a, &'b [u8]>,
+    rest: std::slice::Iter<'a, A>,
 }
 
-impl Args<'_, '_> {
+impl<A: AsRef<[u8]>> Args<'_, A> {
     /// The next argument, or an arity error when there is none.
     pub fn next_bytes(&mut self) -> Result<Vec<u8>, CommandError> {
         self.rest
             .next()
-            .map(|a| a.to_vec())
+            .map(|a| a.as_ref().to_vec())
             .ok_or_else(|| CommandError::arity(self.name))
     }
 
     /// The next argument, if any.
     pub fn next_optional(&mut self) -> Option<Vec<u8>> {
-        self.rest.next().map(|a| a.to_vec())
+        self.rest.next().map(|a| a.as_ref().to_vec())
     }
 
     /// The next argument as an integer.
@@ -142,7 +142,7 @@ impl Args<'_, '_> {
 
     /// Every remaining argument; at least one.
     pub fn rest_at_least_one(&mut self) -> Result<Vec<Vec<u8>>, CommandError> {
-        let all: Vec<Vec<u8>> = self.rest.by_ref().map(|a| a.to_vec()).collect();
+        let all: Vec<Vec<u8>> = self.rest.by_ref().map(|a| a.as_ref().to_vec()).collect();
         if all.is_empty() {
             return Err(CommandError::arity(self.name));
         }
@@ -175,10 +175,11 @@ const NAMES: &[&str] = &[
 
 impl Command {
     /// Parses a request given as its arguments, the command name first.
-    pub fn from_args(args: &[&[u8]]) -> Result<Command, CommandError> {
+    pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Result<Command, CommandError> {
         let Some((raw_name, rest)) = args.split_first() else {
             return Err(CommandError::Empty);
         };
+        let raw_name = raw_name.as_ref();
         let lower = raw_name.to_ascii_lowercase();
         let Some(&name) = NAMES.iter().find(|n| n.as_bytes() == lower.as_slice()) else {
             return Err(CommandError::Unknown(printable(raw_name)));
@@ -294,7 +295,7 @@ impl Command {
     }
 }
 
-fn parse_set(a: &mut Args) -> Result<Command, CommandError> {
+fn parse_set<A: AsRef<[u8]>>(a: &mut Args<A>) -> Result<Command, CommandError> {
     let key = a.next_bytes()?;
     let value = a.next_bytes()?;
     let mut condition = None;
@@ -321,7 +322,7 @@ fn parse_set(a: &mut Args) -> Result<Command, CommandError> {
     })
 }
 
-fn parse_scan(a: &mut Args) -> Result<Command, CommandError> {
+fn parse_scan<A: AsRef<[u8]>>(a: &mut Args<A>) -> Result<Command, CommandError> {
     let cursor = a.next_bytes()?;
     let cursor = std::str::from_utf8(&cursor)
         .ok()
@@ -455,10 +456,7 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
             reply.status("OK");
         }
         Command::Del { keys } => {
-            let n = keys
-                .iter()
-                .filter(|k| delete(rep, k, &mut outputs))
-                .count();
+            let n = keys.iter().filter(|k| delete(rep, k, &mut outputs)).count();
             reply.int(n as i64);
         }
         Command::Exists { keys } => {
@@ -634,13 +632,12 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
                         continue;
                     }
                 }
-                b'\\' if p + 1 < pattern.len() => {
-                    if pattern[p + 1] == text[t] {
-                        p += 2;
-                        t += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
                 }
+                b'\\' if p + 1 < pattern.len() => {}
                 c if c == text[t] => {
                     p += 1;
                     t += 1;
@@ -706,7 +703,10 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive() {
-        assert_eq!(cmd(&["GeT", "k"]).unwrap(), Command::Get { key: b"k".to_vec() });
+        assert_eq!(
+            cmd(&["GeT", "k"]).unwrap(),
+            Command::Get { key: b"k".to_vec() }
+        );
     }
 
     #[test]

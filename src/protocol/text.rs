@@ -132,7 +132,11 @@ pub fn parse_line(line: &[u8]) -> Result<Command, CommandError> {
         }
         b"clear" | b"del" => match words(rest).as_slice() {
             [key] => Ok(Command::Clear { key: key.to_vec() }),
-            _ => Err(CommandError::arity(if name == b"del" { "del" } else { "clear" })),
+            _ => Err(CommandError::arity(if name == b"del" {
+                "del"
+            } else {
+                "clear"
+            })),
         },
         _ => {
             let mut args = vec![word];
@@ -170,7 +174,9 @@ fn key_and_value(rest: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn words(s: &[u8]) -> Vec<&[u8]> {
-    s.split(|b| is_space(*b)).filter(|w| !w.is_empty()).collect()
+    s.split(|b| is_space(*b))
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 fn is_space(b: u8) -> bool {
@@ -300,7 +306,10 @@ mod tests {
             parse("CLEAR k").unwrap(),
             Command::Clear { key: b"k".to_vec() }
         );
-        assert_eq!(parse("del k").unwrap(), Command::Clear { key: b"k".to_vec() });
+        assert_eq!(
+            parse("del k").unwrap(),
+            Command::Clear { key: b"k".to_vec() }
+        );
     }
 
     #[test]

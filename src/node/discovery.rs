@@ -201,8 +201,9 @@ fn is_self(node: &Node, addr: &str) -> bool {
 enum Round {
     /// A link came up and ran until it dropped.
     Linked,
-    /// The peer is already linked through another connection.
-    AlreadyLinked,
+    /// The node at the address itself is already linked, through another
+    /// connection.
+    AlreadyLinked(NodeId),
     /// Nothing to link with; the reason, for the log.
     Failed(String),
 }
@@ -218,8 +219,11 @@ fn discovery_loop(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) {
     };
     let mut backoff = initial;
     let mut rng = super::random_id();
+    // The node last found at this address, when it is linked through a
+    // connection of its own making or under another name.
+    let mut known: Option<NodeId> = None;
     while !handle.stopped() && !node.stopping() {
-        if node.links.has_addr(addr) {
+        if node.links.has_addr(addr) || known.is_some_and(|id| node.links.contains(id)) {
             sleep(LINKED_CHECK);
             continue;
         }
@@ -231,7 +235,8 @@ fn discovery_loop(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) {
                 // redialing, so a restarting node is not hammered.
                 sleep(jitter(initial, &mut rng));
             }
-            Round::AlreadyLinked => {
+            Round::AlreadyLinked(id) => {
+                known = Some(id);
                 failures = 0;
                 backoff = initial;
                 sleep(LINKED_CHECK);
@@ -278,7 +283,6 @@ fn round(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) -> Round {
         )
     };
     let mut first_error = None;
-    let mut already_linked = false;
     for offset in 0..=limit {
         if handle.stopped() || node.stopping() {
             return Round::Failed("stopped".into());
@@ -302,12 +306,10 @@ fn round(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) -> Round {
                 return Round::Linked;
             }
             Err(Refused::Myself) => continue,
-            Err(Refused::Duplicate(_)) => {
-                already_linked = true;
-                if offset == 0 {
-                    break;
-                }
-            }
+            // The address itself leads to a linked node: nothing to do. A
+            // linked node found while probing is not the one looked for.
+            Err(Refused::Duplicate(id)) if offset == 0 => return Round::AlreadyLinked(id),
+            Err(Refused::Duplicate(_)) => {}
             Err(Refused::Mismatch(e)) => {
                 info!("not linking with {candidate}: {e}");
                 first_error.get_or_insert(e);
@@ -326,9 +328,6 @@ fn round(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) -> Round {
                 }
             }
         }
-    }
-    if already_linked {
-        return Round::AlreadyLinked;
     }
     Round::Failed(first_error.unwrap_or_else(|| "no port to try".into()))
 }

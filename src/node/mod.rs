@@ -325,8 +325,10 @@ fn info_text(node: &Node, section: Option<&str>) -> String {
     if wanted("keyspace") {
         let _ = write!(
             s,
-            "# Keyspace\r\ndb0:keys={},expires=0,tombstones={}\r\n\r\n",
-            store.keys, store.tombstones
+            "# Keyspace\r\ndb0:keys={},expires=0,tombstones={}\r\ndigest:{:016x}\r\n\r\n",
+            store.keys,
+            store.tombstones,
+            node.replicator.store().root_hash()
         );
     }
     if wanted("peers") {

@@ -742,6 +742,7 @@ mod tests {
         assert_eq!(a.rep.store().get(b"both"), Some(b"new".to_vec()));
         assert_eq!(a.rep.stats().repaired, 3);
         assert_eq!(b.rep.stats().repaired, 1);
+        assert!(a.rep.tallies().is_empty(), "the round completed");
         // And the next round is one message again.
         let mut out = Vec::new();
         a.rep.tick(&[B], &mut out);

@@ -170,8 +170,24 @@ impl Store {
         version: Version,
         decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
     ) -> (R, Option<Entry>) {
+        self.update_with(key, |_| version, decide)
+    }
+
+    /// Like [`Store::update`], but the version is chosen while the key is
+    /// locked: `version` gets the stored version, if any, and returns the one
+    /// to write, which must be higher. Taking the clock reading inside the
+    /// lock closes a race: a reading taken before it could be overtaken by a
+    /// peer's newer write merged in between, and the local write would then
+    /// go in with a lower version than the value it replaces.
+    pub fn update_with<R>(
+        &self,
+        key: &[u8],
+        version: impl FnOnce(Option<Version>) -> Version,
+        decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
+    ) -> (R, Option<Entry>) {
         let mut shard = write(self.shard(key));
         let current = shard.map.get(key);
+        let version = version(current.map(|e| e.version));
         debug_assert!(current.is_none_or(|e| e.version < version));
         let (change, answer) = decide(current.and_then(|e| e.value.as_deref()));
         let entry = match change {

@@ -32,6 +32,17 @@ struct Member {
     last_heard: Instant,
 }
 
+/// What a new link meant for the member table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// A member not known before.
+    New,
+    /// A new member at the address of an old one, which was forgotten.
+    Replaced(NodeId),
+    /// A member already known.
+    Known,
+}
+
 /// The member table.
 #[derive(Default, Debug)]
 pub struct Members {
@@ -39,8 +50,18 @@ pub struct Members {
 }
 
 impl Members {
-    /// A link to `id` came up. Returns true when the member is new.
-    pub fn linked(&mut self, id: NodeId, addr: &str, now: Instant) -> bool {
+    /// A link to `id` came up. A member that was known at the same address
+    /// under another id is forgotten: that node restarted, and ids are
+    /// drawn anew at each start.
+    pub fn linked(&mut self, id: NodeId, addr: &str, now: Instant) -> Joined {
+        let replaced = self
+            .map
+            .iter()
+            .find(|(other, m)| **other != id && m.addr == addr && !m.linked)
+            .map(|(other, _)| *other);
+        if let Some(old) = replaced {
+            self.map.remove(&old);
+        }
         let new = !self.map.contains_key(&id);
         let m = self.map.entry(id).or_insert_with(|| Member {
             addr: addr.to_string(),
@@ -52,7 +73,11 @@ impl Members {
         m.state = State::Alive;
         m.linked = true;
         m.last_heard = now;
-        new
+        match (new, replaced) {
+            (true, Some(old)) => Joined::Replaced(old),
+            (true, None) => Joined::New,
+            (false, _) => Joined::Known,
+        }
     }
 
     /// The last link to `id` went down; hearsay may keep it alive a while.
@@ -210,6 +235,17 @@ mod tests {
         m.merge(1, vec![info(2, true)], t0 + Duration::from_secs(10));
         let lines = m.describe(1, "me:1", &[]);
         assert!(lines[1].contains(" alive no-link"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_restarted_node_replaces_its_old_id() {
+        let mut m = Members::default();
+        let t0 = Instant::now();
+        assert_eq!(m.linked(2, "a:1", t0), Joined::New);
+        m.unlinked(2, t0);
+        assert_eq!(m.linked(3, "a:1", t0), Joined::Replaced(2));
+        assert_eq!(m.linked(3, "a:1", t0), Joined::Known);
+        assert_eq!(m.describe(1, "me:1", &[]).len(), 2);
     }
 
     #[test]

@@ -148,9 +148,10 @@ fn adding_a_peer_to_the_config_file_links_it_without_restart() {
     assert!(converges(&node, "only-on-other", "42"));
 }
 
-/// Opens a connection that completes the peer handshake and then never reads
-/// nor writes: a stalled or half-open peer.
+/// Opens a connection that completes the peer handshake, sends one
+/// heartbeat, and then never reads nor writes: a stalled or half-open peer.
 fn stalled_peer(port: u16) -> TcpStream {
+    use piccolo::replication::wire::{Message, encode_frame};
     use piccolo::replication::{Hello, PROTOCOL_VERSION};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let hello = Hello {
@@ -163,6 +164,9 @@ fn stalled_peer(port: u16) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let theirs = Hello::read_from(&mut s).expect("node answers the handshake");
     assert_eq!(theirs.version, PROTOCOL_VERSION);
+    let mut ping = Vec::new();
+    encode_frame(&Message::Ping, &mut ping);
+    s.write_all(&ping).unwrap();
     s
 }
 

@@ -26,6 +26,7 @@ use may::net::TcpStream;
 
 use super::Node;
 use super::client::Buffer;
+use crate::membership::Joined;
 use crate::replication::wire::{self, Hello, Message};
 use crate::replication::{MemberInfo, PROTOCOL_VERSION};
 use crate::store::NodeId;
@@ -410,21 +411,6 @@ fn establish(
     super::spawn(node, "peer-writer", move |_| {
         writer(writer_link, writer_stream, heartbeat)
     });
-    node.counters.links_up.fetch_add(1, Ordering::Relaxed);
-    info!(
-        "link up: {:016x} at {} ({})",
-        link.id,
-        link.addr,
-        if dialed { "dialed" } else { "accepted" }
-    );
-    let joined = node
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .linked(link.id, &link.addr, Instant::now());
-    if joined {
-        info!("member {:016x} at {} joined", link.id, link.addr);
-    }
     let mut outputs = Vec::new();
     node.replicator.link_up(link.id, dialed, &mut outputs);
     node.dispatch(&mut outputs);
@@ -451,6 +437,11 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
     let _ = stream.set_read_timeout(Some(timeout));
     let mut buf = Buffer::with(&pending);
     let mut outputs = Vec::new();
+    // Two nodes that dial each other at once each keep one of the two
+    // connections and close the other (see `Links::register`). The link is
+    // announced once the peer's first frame shows that it kept it too, so a
+    // discarded duplicate never shows up as "link up" in the log.
+    let mut announced = false;
     let reason = loop {
         if link.is_closed() || node.stopping() {
             break "closed".to_string();
@@ -467,6 +458,10 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
                     Err(e) => break format!("bad frame: {e}"),
                 };
                 buf.consume(4 + len);
+                if !announced {
+                    announced = true;
+                    announce(node, &link);
+                }
                 handle(node, &link, msg, &mut outputs);
                 continue;
             }
@@ -487,6 +482,13 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
     };
     link.close();
     node.links.remove(&link);
+    if !announced {
+        debug!(
+            "link to {:016x} at {} closed before its first frame ({reason})",
+            link.id, link.addr
+        );
+        return;
+    }
     node.counters.links_down.fetch_add(1, Ordering::Relaxed);
     if !node.links.contains(link.id) {
         node.members
@@ -496,6 +498,30 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
     }
     if !node.stopping() {
         info!("link down: {:016x} at {} ({reason})", link.id, link.addr);
+    }
+}
+
+/// Logs a link that both sides kept, and records the member.
+fn announce(node: &Node, link: &PeerLink) {
+    node.counters.links_up.fetch_add(1, Ordering::Relaxed);
+    info!(
+        "link up: {:016x} at {} ({})",
+        link.id,
+        link.addr,
+        if link.dialed { "dialed" } else { "accepted" }
+    );
+    let change = node
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .linked(link.id, &link.addr, Instant::now());
+    match change {
+        Joined::New => info!("member {:016x} at {} joined", link.id, link.addr),
+        Joined::Replaced(old) => info!(
+            "member {:016x} at {} joined, replacing {old:016x} (restarted)",
+            link.id, link.addr
+        ),
+        Joined::Known => {}
     }
 }
 

@@ -14,7 +14,7 @@
 //! for `link_timeout_ms` (no frame, not even a heartbeat) is closed too,
 //! which catches half-open TCP connections.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Cursor, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +28,7 @@ use super::Node;
 use super::client::Buffer;
 use crate::membership::Joined;
 use crate::replication::wire::{self, Hello, Message};
-use crate::replication::{MemberInfo, PROTOCOL_VERSION};
+use crate::replication::{MemberInfo, PROTOCOL_VERSION, Update};
 use crate::store::NodeId;
 
 /// Most bytes the writer gathers into one `write_all`.
@@ -50,6 +50,10 @@ pub struct PeerLink {
     limit: usize,
     wake: may::sync::Semphore,
     closed: AtomicBool,
+    /// The nodes this peer says it is linked with (from its last member
+    /// list), itself included: an update written by one of them already
+    /// reached this peer directly, so forwarding skips it.
+    neighbours: Mutex<HashSet<NodeId>>,
     /// A handle on the socket, to shut it down from any coroutine.
     socket: TcpStream,
 }
@@ -189,6 +193,49 @@ impl Links {
         wire::encode_frame(msg, &mut frame);
         let frame = Arc::new(frame);
         for link in &targets {
+            self.push_or_shed(link, &frame);
+        }
+    }
+
+    /// Forwards updates received from `from` to the other peers.
+    ///
+    /// The writer of an update pushed it to every peer it is linked with, so
+    /// a peer linked with the writer already has it: each peer gets only the
+    /// updates whose writer it is not linked with. In a full mesh nothing is
+    /// forwarded at all, which turns the N² frames per write of plain
+    /// flooding into N. Should a peer's member list be stale (a link that
+    /// just dropped), anti-entropy repairs the gap within a round.
+    pub fn forward(&self, from: NodeId, updates: Vec<Update>) {
+        let targets: Vec<Arc<PeerLink>> = self
+            .read()
+            .values()
+            .filter(|l| l.id != from)
+            .cloned()
+            .collect();
+        let mut whole: Option<Arc<Vec<u8>>> = None;
+        for link in &targets {
+            let wanted: Vec<&Update> = {
+                let neighbours = link.neighbours.lock().unwrap_or_else(|e| e.into_inner());
+                updates
+                    .iter()
+                    .filter(|u| !neighbours.contains(&u.version.node))
+                    .collect()
+            };
+            if wanted.is_empty() {
+                continue;
+            }
+            let frame = if wanted.len() == updates.len() {
+                Arc::clone(whole.get_or_insert_with(|| {
+                    let mut f = Vec::new();
+                    wire::encode_frame(&Message::Updates(updates.clone()), &mut f);
+                    Arc::new(f)
+                }))
+            } else {
+                let mut f = Vec::new();
+                let some = wanted.into_iter().cloned().collect();
+                wire::encode_frame(&Message::Updates(some), &mut f);
+                Arc::new(f)
+            };
             self.push_or_shed(link, &frame);
         }
     }
@@ -401,6 +448,7 @@ fn establish(
         limit: node.links.queue_limit,
         wake: may::sync::Semphore::new(0),
         closed: AtomicBool::new(false),
+        neighbours: Mutex::new(HashSet::from([hello.node])),
         socket,
     });
     if !node.links.register(node.id, &link) {
@@ -529,6 +577,9 @@ fn handle(node: &Arc<Node>, link: &PeerLink, msg: Message, outputs: &mut Vec<Out
     match msg {
         Message::Ping => {}
         Message::Members(list) => {
+            // In a member list only the sender's direct links are alive.
+            *link.neighbours.lock().unwrap_or_else(|e| e.into_inner()) =
+                list.iter().filter(|m| m.alive).map(|m| m.id).collect();
             let learned = node
                 .members
                 .lock()

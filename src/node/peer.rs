@@ -28,7 +28,7 @@ use super::Node;
 use super::client::Buffer;
 use crate::membership::Joined;
 use crate::replication::wire::{self, Hello, Message};
-use crate::replication::{MemberInfo, PROTOCOL_VERSION, Update};
+use crate::replication::{MemberInfo, Output, PROTOCOL_VERSION, Update};
 use crate::store::NodeId;
 
 /// Most bytes the writer gathers into one `write_all`.
@@ -599,8 +599,6 @@ fn handle(node: &Arc<Node>, link: &PeerLink, msg: Message, outputs: &mut Vec<Out
         }
     }
 }
-
-use crate::replication::Output;
 
 /// The writer coroutine of a link: drains the queue into one write, or sends
 /// a heartbeat after `heartbeat` of silence.

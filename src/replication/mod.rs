@@ -31,6 +31,10 @@
 //! without an A-C link, and a full mesh does not loop, because the second
 //! copy of a write a node receives is no longer news.
 //!
+//! The node layer narrows forwarding further: a peer that is itself linked
+//! with a write's author got the write straight from it, so it is skipped
+//! (see `node::peer::Links::forward`); in a full mesh nothing is forwarded.
+//!
 //! Pushing is best effort: a message can be lost when a link drops or a queue
 //! is full. Anti-entropy repairs what pushing missed.
 //!

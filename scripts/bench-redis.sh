@@ -14,6 +14,9 @@
 #   KEYSPACE redis-benchmark -r (default 100000)
 #   IDLE     idle connections for the idle section after the table
 #            (default 10000; 0 skips it)
+#   PIN      1: servers run on CPU 1 (taskset; piccolo then starts one
+#            worker) and redis-benchmark on CPU 0, so client and server do
+#            not compete for cores (default 0: no pinning)
 #
 # Targets: redis-server (no persistence), one piccolo node, and node 1 of a
 # 3-node piccolo cluster (its writes replicate to the two others, which run
@@ -27,6 +30,7 @@ NP=${NP:-1000000}
 CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 IDLE=${IDLE:-10000}
+PIN=${PIN:-0}
 IDLE_ONLY=0
 
 while [[ $# -gt 0 ]]; do
@@ -37,7 +41,7 @@ while [[ $# -gt 0 ]]; do
             shift 2
             ;;
         -h | --help)
-            sed -n '2,22p' "$0"
+            sed -n '2,25p' "$0"
             exit 0
             ;;
         *)
@@ -67,6 +71,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log() { echo "[bench] $*" >&2; }
+
+SRV=()
+BENCH=()
+if [[ $PIN == 1 ]]; then
+    SRV=(taskset -c 1)
+    BENCH=(taskset -c 0)
+fi
 
 # ---------------------------------------------------------------- setup
 
@@ -123,7 +134,7 @@ wait_port() { # port pid name
 }
 
 start_redis() { # port -> sets REDIS_PID
-    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+    "${SRV[@]}" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize no --maxclients 20000 >"$TMP/redis-$1.log" 2>&1 &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
@@ -151,7 +162,7 @@ EOF
 # node probes past a busy port).
 start_piccolo() { # dir tag
     local dir=$1 tag=$2 i line
-    (cd "$dir" && exec "$PICCOLO" --config "$dir/config.toml") >"$TMP/piccolo-$tag.log" 2>&1 &
+    (cd "$dir" && exec "${SRV[@]}" "$PICCOLO" --config "$dir/config.toml") >"$TMP/piccolo-$tag.log" 2>&1 &
     PICCOLO_PID=$!
     PIDS+=("$PICCOLO_PID")
     for i in $(seq 1 200); do
@@ -320,7 +331,7 @@ for round in $(seq 1 "$ROUNDS"); do
             port=${t#*:}
             log "round $round/$ROUNDS: $name -> $target"
             # shellcheck disable=SC2086
-            out=$(redis-benchmark -h 127.0.0.1 -p "$port" $args --csv 2>&1) || {
+            out=$("${BENCH[@]}" redis-benchmark -h 127.0.0.1 -p "$port" $args --csv 2>&1) || {
                 echo "redis-benchmark failed against $target: $out" >&2
                 exit 1
             }
@@ -337,6 +348,14 @@ for round in $(seq 1 "$ROUNDS"); do
             echo "$name,$target,$round,$row" >>"$RESULTS"
         done
     done
+done
+
+# Did the cluster's writes replicate? Every node should hold the same keys.
+sleep 2
+DBSIZES="redis=$(redis-cli -p "$REDIS_PORT" DBSIZE) piccolo=$(redis-cli -p "$SINGLE_PORT" DBSIZE)"
+CLUSTER_DBSIZES=""
+for i in 0 1 2; do
+    CLUSTER_DBSIZES+="${CLUSTER_DBSIZES:+ }node$((i + 1))=$(redis-cli -p "${CLUSTER_PORTS[$i]}" DBSIZE)"
 done
 
 # ---------------------------------------------------------------- report
@@ -377,6 +396,9 @@ for target, title in [("piccolo", "one piccolo node"),
     print()
 EOF
 
+echo "Keys after the runs (DBSIZE): $DBSIZES; cluster: $CLUSTER_DBSIZES"
+echo "(the cluster's three counts are equal when writes replicate)"
+echo
 echo "## Commands"
 echo
 echo '```'
@@ -388,6 +410,9 @@ for w in "${WORKLOADS[@]}"; do
 done
 echo '```'
 echo "Each round runs each workload against redis, piccolo and the cluster in turn."
+if [[ $PIN == 1 ]]; then
+    echo "PIN=1: servers under \`taskset -c 1\`, redis-benchmark under \`taskset -c 0\`."
+fi
 
 # Stop the bench targets before the idle section, so it measures alone.
 for pid in "$REDIS_PID" "$SINGLE_PID" "${CLUSTER_PIDS[@]}"; do

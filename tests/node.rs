@@ -98,6 +98,23 @@ fn over_long_line_is_refused_and_the_connection_keeps_working() {
 }
 
 #[test]
+fn command_right_after_an_over_long_line_in_the_same_write_is_served() {
+    let dir = TempDir::new("longline2");
+    let port = free_ports(1);
+    dir.write(
+        "config.toml",
+        &config_toml(port, &[], "[limits]\nmax_line_bytes = 1024\n"),
+    );
+    let node = Node::start(dir.path(), &[]);
+    let mut c = node.client();
+    let both = format!("PUT big {}\nPUT small ok\nGET small\n", "x".repeat(5000));
+    c.send(both.as_bytes());
+    assert_eq!(c.line(), "ERR line too long");
+    assert_eq!(c.line(), "OK");
+    assert_eq!(c.line(), "ok");
+}
+
+#[test]
 fn random_bytes_do_not_disturb_other_clients() {
     let (_dir, node) = single_node("garbage");
     let mut good = node.client();

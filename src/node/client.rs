@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::protocol::reply::Reply;
 use crate::protocol::resp::{self, RespLimits};
 use crate::protocol::text::{self, Framed, LineCodec};
-use crate::protocol::{Command, Flow, RespReply, TextReply, apply};
+use crate::protocol::{Command, Flow, Host, RespReply, TextReply, apply};
 
 /// How long a connection that arrives while `max_clients` are open gets to
 /// show it is a peer (peers do not count against the client cap).
@@ -104,6 +104,7 @@ fn serve_text(
 ) -> std::io::Result<()> {
     let mut codec = LineCodec::new(limits.max_line_bytes);
     let mut out = Vec::with_capacity(256);
+    let mut outputs = Vec::new();
     // Errors about a line that has no end yet follow the last line ending
     // seen.
     let mut crlf = false;
@@ -120,7 +121,7 @@ fn serve_text(
                     commands += 1;
                     let mut reply = TextReply::new(&mut out, crlf);
                     let flow = match text::parse_line(line) {
-                        Ok(cmd) => apply(cmd, node, &mut reply),
+                        Ok(cmd) => apply(cmd, node, &mut reply, &mut outputs),
                         Err(e) => {
                             reply.error(&e.to_string());
                             Flow::Continue
@@ -128,10 +129,12 @@ fn serve_text(
                     };
                     buf.consume(consumed);
                     if flow == Flow::Close {
+                        node.publish(&mut outputs);
                         stream.write_all(&out)?;
                         return Ok(());
                     }
                     if out.len() >= limits.max_output_bytes {
+                        node.publish(&mut outputs);
                         stream.write_all(&out)?;
                         out.clear();
                     }
@@ -140,15 +143,16 @@ fn serve_text(
                     TextReply::new(&mut out, crlf).error("ERR line too long");
                     buf.consume(consumed);
                 }
-                Framed::Incomplete { consumed } => {
-                    buf.consume(consumed);
-                    break;
-                }
+                // The tail of an over-long line was dropped; what follows
+                // it may hold complete lines.
+                Framed::Incomplete { consumed } if consumed > 0 => buf.consume(consumed),
+                Framed::Incomplete { .. } => break,
             }
         }
         node.counters
             .commands
             .fetch_add(commands, Ordering::Relaxed);
+        node.publish(&mut outputs);
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();
@@ -179,6 +183,7 @@ fn serve_resp(
         .saturating_mul(2)
         .saturating_add(64 * 1024);
     let mut out = Vec::with_capacity(256);
+    let mut outputs = Vec::new();
     loop {
         let mut commands = 0;
         loop {
@@ -190,7 +195,7 @@ fn serve_resp(
                         commands += 1;
                         let mut reply = RespReply { out: &mut out };
                         match Command::from_args(&request.args) {
-                            Ok(cmd) => apply(cmd, node, &mut reply),
+                            Ok(cmd) => apply(cmd, node, &mut reply, &mut outputs),
                             Err(e) => {
                                 reply.error(&e.to_string());
                                 Flow::Continue
@@ -199,10 +204,12 @@ fn serve_resp(
                     };
                     buf.consume(consumed);
                     if flow == Flow::Close {
+                        node.publish(&mut outputs);
                         stream.write_all(&out)?;
                         return Ok(());
                     }
                     if out.len() >= limits.max_output_bytes {
+                        node.publish(&mut outputs);
                         stream.write_all(&out)?;
                         out.clear();
                     }
@@ -210,6 +217,7 @@ fn serve_resp(
                 Ok(None) => break,
                 Err(e) => {
                     // As Redis does: report the protocol error and close.
+                    node.publish(&mut outputs);
                     resp::write_error(&mut out, &format!("ERR {e}"));
                     stream.write_all(&out)?;
                     return Ok(());
@@ -219,6 +227,7 @@ fn serve_resp(
         node.counters
             .commands
             .fetch_add(commands, Ordering::Relaxed);
+        node.publish(&mut outputs);
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();

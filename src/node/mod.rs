@@ -30,11 +30,14 @@ use log::{info, warn};
 use crate::config::{Config, LiveConfig};
 use crate::membership::Members;
 use crate::protocol::Host;
-use crate::replication::{Message, Output, ReplicationConfig, Replicator};
+use crate::replication::{Message, Output, ReplicationConfig, Replicator, Update};
 use crate::store::{NodeId, Store};
 
 use discovery::DiscoveryLoops;
 use peer::Links;
+
+/// Local updates gathered into one message before it is sent.
+const MAX_UPDATES_BATCH: usize = 1024 * 1024;
 
 /// Finished coroutines kept for reuse. may pre-allocates its whole pool at
 /// start, each with a touched stack page or two: its default of 1000 costs an
@@ -105,17 +108,45 @@ impl Node {
     }
 
     /// Sends replication outputs to the links they name. A message meant for
-    /// several links is encoded once and shared.
+    /// several links is encoded once and shared, and consecutive local
+    /// updates (a pipeline of writes, an MSET) travel as one message of at
+    /// most [`MAX_UPDATES_BATCH`] bytes.
     pub fn dispatch(&self, outputs: &mut Vec<Output>) {
+        let mut local: Vec<Update> = Vec::new();
+        let mut local_bytes = 0;
         for output in outputs.drain(..) {
             match output {
-                Output::Send { to, msg } => self.links.send(to, &msg),
                 Output::Broadcast {
-                    except: Some(from),
+                    except: None,
                     msg: Message::Updates(updates),
-                } => self.links.forward(from, updates),
-                Output::Broadcast { except, msg } => self.links.broadcast(except, &msg),
+                } => {
+                    local_bytes += updates.iter().map(Update::wire_len).sum::<usize>();
+                    local.extend(updates);
+                    if local_bytes >= MAX_UPDATES_BATCH {
+                        self.links
+                            .broadcast(None, &Message::Updates(std::mem::take(&mut local)));
+                        local_bytes = 0;
+                    }
+                }
+                other => {
+                    if !local.is_empty() {
+                        self.links
+                            .broadcast(None, &Message::Updates(std::mem::take(&mut local)));
+                        local_bytes = 0;
+                    }
+                    match other {
+                        Output::Send { to, msg } => self.links.send(to, &msg),
+                        Output::Broadcast {
+                            except: Some(from),
+                            msg: Message::Updates(updates),
+                        } => self.links.forward(from, updates),
+                        Output::Broadcast { except, msg } => self.links.broadcast(except, &msg),
+                    }
+                }
             }
+        }
+        if !local.is_empty() {
+            self.links.broadcast(None, &Message::Updates(local));
         }
     }
 
@@ -176,7 +207,7 @@ pub fn run(
     may::config()
         .set_stack_size(STACK_WORDS)
         .set_pool_capacity(POOL_CAPACITY)
-        .set_workers(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        .set_workers(config.runtime.effective_workers());
 
     let (listener, addr) = listener::bind_with_probing(&config)?;
     crate::logging::set_node_name(&addr.to_string());

@@ -382,11 +382,17 @@ pub trait Host {
 }
 
 /// Carries out `cmd` and writes its answer to `reply`. Writes go through
-/// the replicator and are published to the peers before this returns.
-pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
+/// the replicator, which appends what the peers must hear to `outputs`; the
+/// caller publishes them with [`Host::publish`], once for all the commands
+/// of one read, so that a pipeline of writes travels as one message.
+pub fn apply(
+    cmd: Command,
+    host: &impl Host,
+    reply: &mut impl Reply,
+    outputs: &mut Vec<Output>,
+) -> Flow {
     let rep = host.replicator();
     let store = rep.store();
-    let mut outputs = Vec::new();
     match cmd {
         Command::Get { key } => store.get_with(&key, |v| match v {
             Some(v) => reply.bulk(v),
@@ -408,7 +414,7 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
                     let old = if get { cur.map(<[u8]>::to_vec) } else { None };
                     (allowed.then_some(Change::Set(value)), (allowed, old))
                 },
-                &mut outputs,
+                outputs,
             );
             match (get, done, old) {
                 (true, _, Some(old)) => reply.bulk(&old),
@@ -423,7 +429,7 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
                     Some(_) => (None, false),
                     None => (Some(Change::Set(value)), true),
                 },
-                &mut outputs,
+                outputs,
             );
             reply.int(set as i64);
         }
@@ -431,7 +437,7 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
             let old = rep.local_write(
                 &key,
                 |cur| (Some(Change::Set(value)), cur.map(<[u8]>::to_vec)),
-                &mut outputs,
+                outputs,
             );
             match old {
                 Some(old) => reply.bulk(&old),
@@ -447,16 +453,16 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
                     let len = next.len();
                     (Some(Change::Set(next)), len)
                 },
-                &mut outputs,
+                outputs,
             );
             reply.int(len as i64);
         }
         Command::Clear { key } => {
-            delete(rep, &key, &mut outputs);
+            delete(rep, &key, outputs);
             reply.status("OK");
         }
         Command::Del { keys } => {
-            let n = keys.iter().filter(|k| delete(rep, k, &mut outputs)).count();
+            let n = keys.iter().filter(|k| delete(rep, k, outputs)).count();
             reply.int(n as i64);
         }
         Command::Exists { keys } => {
@@ -478,7 +484,7 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
         }
         Command::MSet { pairs } => {
             for (k, v) in pairs {
-                rep.local_write(&k, |_| (Some(Change::Set(v)), ()), &mut outputs);
+                rep.local_write(&k, |_| (Some(Change::Set(v)), ()), outputs);
             }
             reply.status("OK");
         }
@@ -583,7 +589,6 @@ pub fn apply(cmd: Command, host: &impl Host, reply: &mut impl Reply) -> Flow {
             _ => reply.status("OK"),
         },
     }
-    host.publish(&mut outputs);
     Flow::Continue
 }
 

@@ -15,7 +15,8 @@
 //! critical section is a hash-map operation, and nothing waits while holding
 //! one.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 use std::sync::RwLock;
 
 /// Identifies a node; random at start.
@@ -74,36 +75,28 @@ pub struct StoreStats {
 #[derive(Default)]
 struct Shard {
     map: HashMap<Box<[u8]>, Entry>,
+    sum: Summary,
+}
+
+/// What a shard keeps about its entries besides the entries themselves,
+/// updated as entries come and go. Kept apart from the map so that both can
+/// be borrowed at once while an entry is replaced in place.
+#[derive(Default)]
+struct Summary {
     /// XOR of [`entry_hash`] over every entry in the shard.
     hash: u64,
     tombstones: usize,
 }
 
-impl Shard {
-    /// Replaces (or inserts) the entry for `key`, keeping hash and counts true.
-    fn put(&mut self, key: &[u8], entry: Entry) {
-        self.hash ^= entry_hash(key, &entry);
-        if entry.is_tombstone() {
-            self.tombstones += 1;
-        }
-        let old = match self.map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, entry)),
-            None => {
-                self.map.insert(key.into(), entry);
-                None
-            }
-        };
-        if let Some(old) = old {
-            self.forget(key, &old);
-        }
+impl Summary {
+    fn add(&mut self, key_hash: u64, entry: &Entry) {
+        self.hash ^= entry_hash(key_hash, entry);
+        self.tombstones += entry.is_tombstone() as usize;
     }
 
-    /// Undoes the hash and count contribution of an entry leaving the shard.
-    fn forget(&mut self, key: &[u8], old: &Entry) {
-        self.hash ^= entry_hash(key, old);
-        if old.is_tombstone() {
-            self.tombstones -= 1;
-        }
+    fn remove(&mut self, key_hash: u64, entry: &Entry) {
+        self.hash ^= entry_hash(key_hash, entry);
+        self.tombstones -= entry.is_tombstone() as usize;
     }
 }
 
@@ -126,15 +119,18 @@ impl Store {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
-        &self.shards[bucket_of(key)]
+    /// The shard of a key, and the key's hash (which picks the shard and
+    /// feeds the digest).
+    fn shard(&self, key: &[u8]) -> (&RwLock<Shard>, u64) {
+        let key_hash = key_hash(key);
+        (&self.shards[bucket_of_hash(key_hash)], key_hash)
     }
 
     /// Calls `f` with the live value of `key`, or `None` when it is absent or
     /// deleted. The shard stays read-locked during `f`, so keep `f` short: it
     /// exists so a reply can be copied straight out of the map.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        let shard = read(self.shard(key));
+        let shard = read(self.shard(key).0);
         f(shard.map.get(key).and_then(|e| e.value.as_deref()))
     }
 
@@ -145,17 +141,30 @@ impl Store {
 
     /// The entry for `key`, tombstones included.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
-        read(self.shard(key)).map.get(key).cloned()
+        read(self.shard(key).0).map.get(key).cloned()
     }
 
     /// Merges a write by last-writer-wins. Returns true when it changed the
     /// store, that is when `version` is higher than the stored one.
     pub fn merge(&self, key: &[u8], value: Option<Vec<u8>>, version: Version) -> bool {
-        let mut shard = write(self.shard(key));
-        if shard.map.get(key).is_some_and(|e| e.version >= version) {
-            return false;
+        let (lock, key_hash) = self.shard(key);
+        let mut guard = write(lock);
+        let Shard { map, sum } = &mut *guard;
+        let entry = Entry { value, version };
+        match map.entry_ref(key) {
+            EntryRef::Occupied(mut slot) => {
+                if slot.get().version >= version {
+                    return false;
+                }
+                sum.remove(key_hash, slot.get());
+                sum.add(key_hash, &entry);
+                *slot.get_mut() = entry;
+            }
+            EntryRef::Vacant(slot) => {
+                sum.add(key_hash, &entry);
+                slot.insert_with_key(key.into(), entry);
+            }
         }
-        shard.put(key, Entry { value, version });
         true
     }
 
@@ -185,8 +194,14 @@ impl Store {
         version: impl FnOnce(Option<Version>) -> Version,
         decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
     ) -> (R, Option<Entry>) {
-        let mut shard = write(self.shard(key));
-        let current = shard.map.get(key);
+        let (lock, key_hash) = self.shard(key);
+        let mut guard = write(lock);
+        let Shard { map, sum } = &mut *guard;
+        let slot = map.entry_ref(key);
+        let current = match &slot {
+            EntryRef::Occupied(o) => Some(o.get()),
+            EntryRef::Vacant(_) => None,
+        };
         let version = version(current.map(|e| e.version));
         debug_assert!(current.is_none_or(|e| e.version < version));
         let (change, answer) = decide(current.and_then(|e| e.value.as_deref()));
@@ -201,13 +216,22 @@ impl Store {
                 version,
             },
         };
-        shard.put(key, entry.clone());
+        sum.add(key_hash, &entry);
+        match slot {
+            EntryRef::Occupied(mut o) => {
+                sum.remove(key_hash, o.get());
+                *o.get_mut() = entry.clone();
+            }
+            EntryRef::Vacant(v) => {
+                v.insert_with_key(key.into(), entry.clone());
+            }
+        }
         (answer, Some(entry))
     }
 
     /// The digest hash of every bucket, indexed by bucket.
     pub fn bucket_hashes(&self) -> Vec<u64> {
-        self.shards.iter().map(|s| read(s).hash).collect()
+        self.shards.iter().map(|s| read(s).sum.hash).collect()
     }
 
     /// One hash summarising the whole store: equal roots mean (with
@@ -215,7 +239,7 @@ impl Store {
     pub fn root_hash(&self) -> u64 {
         let mut h = FNV_OFFSET;
         for s in self.shards.iter() {
-            h = fnv1a(h, &read(s).hash.to_le_bytes());
+            h = fnv1a(h, &read(s).sum.hash.to_le_bytes());
         }
         h
     }
@@ -243,22 +267,19 @@ impl Store {
     pub fn collect_tombstones(&self, before_ts: u64) -> usize {
         let mut removed = 0;
         for lock in self.shards.iter() {
-            if read(lock).tombstones == 0 {
+            if read(lock).sum.tombstones == 0 {
                 continue;
             }
-            let mut shard = write(lock);
-            let dead: Vec<Box<[u8]>> = shard
-                .map
-                .iter()
-                .filter(|(_, e)| e.is_tombstone() && e.version.ts < before_ts)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in dead {
-                if let Some(old) = shard.map.remove(&key) {
-                    shard.forget(&key, &old);
+            let mut guard = write(lock);
+            let Shard { map, sum } = &mut *guard;
+            map.retain(|key, e| {
+                let dead = e.is_tombstone() && e.version.ts < before_ts;
+                if dead {
+                    sum.remove(key_hash(key), e);
                     removed += 1;
                 }
-            }
+                !dead
+            });
         }
         removed
     }
@@ -268,8 +289,8 @@ impl Store {
         let mut stats = StoreStats::default();
         for lock in self.shards.iter() {
             let s = read(lock);
-            stats.tombstones += s.tombstones;
-            stats.keys += s.map.len() - s.tombstones;
+            stats.tombstones += s.sum.tombstones;
+            stats.keys += s.map.len() - s.sum.tombstones;
         }
         stats
     }
@@ -298,20 +319,32 @@ impl Store {
 /// The bucket (and shard) a key belongs to. Stable across processes and
 /// versions: it is part of the replication protocol.
 pub fn bucket_of(key: &[u8]) -> usize {
-    (fnv1a(FNV_OFFSET, key) % BUCKETS as u64) as usize
+    bucket_of_hash(key_hash(key))
 }
 
-/// The contribution of one entry to its bucket's digest hash.
-fn entry_hash(key: &[u8], entry: &Entry) -> u64 {
-    let mut h = fnv1a(FNV_OFFSET, key);
-    h = fnv1a(h, &entry.version.ts.to_le_bytes());
-    h = fnv1a(h, &entry.version.node.to_le_bytes());
-    h = fnv1a(h, &[entry.is_tombstone() as u8]);
-    // FNV's low bits mix poorly for XOR aggregation; finish with a
-    // multiply-xorshift avalanche.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
+fn bucket_of_hash(key_hash: u64) -> usize {
+    (key_hash % BUCKETS as u64) as usize
+}
+
+/// A key's stable hash: FNV-1a, the same in every process.
+fn key_hash(key: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, key)
+}
+
+/// The contribution of one entry to its bucket's digest hash, from its key's
+/// hash, its version and whether it is a tombstone.
+fn entry_hash(key_hash: u64, entry: &Entry) -> u64 {
+    let mut h = key_hash;
+    for word in [
+        entry.version.ts,
+        entry.version.node,
+        entry.is_tombstone() as u64,
+    ] {
+        // One multiply-xorshift round per word: FNV's low bits mix poorly
+        // for XOR aggregation.
+        h = (h ^ word).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+    }
     h
 }
 

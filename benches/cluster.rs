@@ -69,7 +69,12 @@ fn start_cluster(tag: &str, n: u16) -> (TempDir, Vec<Node>) {
     let dir = TempDir::new(tag);
     let base = free_ports(n);
     let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", base + i)).collect();
-    dir.write("config.toml", &config_toml(base, &hosts, ""));
+    // Every node binds from `base` up, so the probe window must cover them all.
+    let toml = config_toml(base, &hosts, "").replace(
+        "port_probe_limit = 10",
+        &format!("port_probe_limit = {}", n + 10),
+    );
+    dir.write("config.toml", &toml);
     let nodes: Vec<Node> = (0..n).map(|_| Node::start(dir.path(), &[])).collect();
     // Wait for the full mesh: every node linked with every other.
     let deadline = Instant::now() + Duration::from_secs(60);

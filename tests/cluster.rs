@@ -146,6 +146,39 @@ fn adding_a_peer_to_the_config_file_links_it_without_restart() {
     .unwrap();
     node.wait_log("hosts added", Duration::from_secs(5));
     assert!(converges(&node, "only-on-other", "42"));
+    // Removing it again stops its discovery loop and closes the link.
+    std::fs::write(&lonely, config_toml(base, &[], "")).unwrap();
+    node.wait_log("stopped discovery of", Duration::from_secs(5));
+    node.wait_log("link down", Duration::from_secs(5));
+}
+
+#[test]
+fn nodes_of_different_clusters_refuse_to_link() {
+    let dir = TempDir::new("clusters");
+    let base = free_ports(2);
+    let b_addr = format!("127.0.0.1:{}", base + 1);
+    dir.write(
+        "a.toml",
+        &config_toml(base, &[b_addr], "[gossip]\ncluster = \"red\"\n"),
+    );
+    dir.write(
+        "b.toml",
+        &config_toml(base + 1, &[], "[gossip]\ncluster = \"blue\"\n"),
+    );
+    let b = Node::start(dir.path(), &["--config", "b.toml"]);
+    let a = Node::start(dir.path(), &["--config", "a.toml"]);
+    a.wait_log(
+        "belongs to cluster 'blue', this node to 'red'",
+        Duration::from_secs(5),
+    );
+    b.wait_log(
+        "belongs to cluster 'red', this node to 'blue'",
+        Duration::from_secs(5),
+    );
+    assert_eq!(a.client().ask("PUT only-red 1"), "OK");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.client().ask("GET only-red"), "NONE");
+    assert_eq!(a.count_log("link up"), 0);
 }
 
 /// Opens a connection that completes the peer handshake, sends one

@@ -311,7 +311,6 @@ fn round(node: &Arc<Node>, addr: &str, handle: &DiscoveryLoop) -> Round {
             Err(Refused::Duplicate(id)) if offset == 0 => return Round::AlreadyLinked(id),
             Err(Refused::Duplicate(_)) => {}
             Err(Refused::Mismatch(e)) => {
-                info!("not linking with {candidate}: {e}");
                 first_error.get_or_insert(e);
                 if offset == 0 {
                     break;

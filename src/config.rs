@@ -115,6 +115,8 @@ pub struct Gossip {
     /// Frames queued for one peer beyond which the link is dropped (and
     /// anti-entropy repairs the gap once it is redialed).
     pub peer_queue_limit: usize,
+    /// Bytes queued for one peer beyond which the link is dropped, likewise.
+    pub peer_queue_bytes: usize,
     /// Links a node keeps with members it learned of through gossip rather
     /// than from `hosts`. Configured hosts are always dialed.
     pub max_learned_links: usize,
@@ -129,6 +131,7 @@ impl Default for Gossip {
             anti_entropy_ms: 1000,
             tombstone_grace_s: 86_400,
             peer_queue_limit: 8192,
+            peer_queue_bytes: 256 * 1024 * 1024,
             max_learned_links: 8,
         }
     }
@@ -232,6 +235,9 @@ impl Config {
         if g.peer_queue_limit == 0 {
             return Err("gossip.peer_queue_limit must be > 0".into());
         }
+        if g.peer_queue_bytes < self.limits.max_frame_bytes {
+            return Err("gossip.peer_queue_bytes must be at least limits.max_frame_bytes".into());
+        }
         let l = &self.limits;
         for (name, value) in [
             ("limits.max_clients", l.max_clients),
@@ -258,7 +264,7 @@ impl Config {
         toml::to_string_pretty(self).expect("a Config always serializes")
     }
 
-    /// Interval helpers, so callers do not repeat the unit conversions.
+    /// See [`Gossip::heartbeat_ms`].
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.gossip.heartbeat_ms)
     }

@@ -179,7 +179,7 @@ impl Store {
         version: Version,
         decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
     ) -> (R, Option<Entry>) {
-        self.update_with(key, |_| version, decide)
+        self.update_with(key, |_| version, decide, true)
     }
 
     /// Like [`Store::update`], but the version is chosen while the key is
@@ -187,12 +187,15 @@ impl Store {
     /// to write, which must be higher. Taking the clock reading inside the
     /// lock closes a race: a reading taken before it could be overtaken by a
     /// peer's newer write merged in between, and the local write would then
-    /// go in with a lower version than the value it replaces.
+    /// go in with a lower version than the value it replaces. With `copy`,
+    /// a copy of the entry written is returned (to send to peers); without,
+    /// the value is moved into the map and nothing is returned.
     pub fn update_with<R>(
         &self,
         key: &[u8],
         version: impl FnOnce(Option<Version>) -> Version,
         decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
+        copy: bool,
     ) -> (R, Option<Entry>) {
         let (lock, key_hash) = self.shard(key);
         let mut guard = write(lock);
@@ -217,16 +220,17 @@ impl Store {
             },
         };
         sum.add(key_hash, &entry);
+        let copied = copy.then(|| entry.clone());
         match slot {
             EntryRef::Occupied(mut o) => {
                 sum.remove(key_hash, o.get());
-                *o.get_mut() = entry.clone();
+                *o.get_mut() = entry;
             }
             EntryRef::Vacant(v) => {
-                v.insert_with_key(key.into(), entry.clone());
+                v.insert_with_key(key.into(), entry);
             }
         }
-        (answer, Some(entry))
+        (answer, copied)
     }
 
     /// The digest hash of every bucket, indexed by bucket.

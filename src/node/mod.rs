@@ -68,8 +68,6 @@ pub struct Counters {
     pub links_up: AtomicU64,
     /// Peer links that went down since start.
     pub links_down: AtomicU64,
-    /// Peer links dropped because their outbound queue was full.
-    pub links_shed: AtomicU64,
 }
 
 /// The state every coroutine of a node shares.
@@ -150,7 +148,7 @@ impl Node {
         }
     }
 
-    /// Milliseconds since the node started.
+    /// Time since the node started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -227,6 +225,8 @@ pub fn run(
         },
         Arc::new(wall_ms),
     );
+    // No peer is linked yet: nothing to push to.
+    replicator.set_pushing(false);
     match &config_path {
         Some(p) => info!("config {}", p.display()),
         None => info!("no config file; using built-in defaults"),
@@ -235,7 +235,10 @@ pub fn run(
 
     let node = Arc::new(Node {
         id,
-        links: Links::new(config.gossip.peer_queue_limit),
+        links: Links::new(peer::QueueLimit {
+            frames: config.gossip.peer_queue_limit,
+            bytes: config.gossip.peer_queue_bytes,
+        }),
         config: Arc::new(may::sync::RwLock::new(config)),
         config_path,
         cli_peers,
@@ -361,7 +364,7 @@ fn info_text(node: &Node, section: Option<&str>) -> String {
             rs.tombstones_collected,
             c.links_up.load(Ordering::Relaxed),
             c.links_down.load(Ordering::Relaxed),
-            c.links_shed.load(Ordering::Relaxed),
+            node.links.shed.load(Ordering::Relaxed),
         );
     }
     if wanted("keyspace") {

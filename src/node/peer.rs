@@ -8,7 +8,8 @@
 //! - a writer coroutine, which drains the link's outbound queue and writes
 //!   everything queued in one `write_all`, or a heartbeat when idle.
 //!
-//! The outbound queue holds at most `peer_queue_limit` frames. Beyond that
+//! The outbound queue holds at most `peer_queue_limit` frames and
+//! `peer_queue_bytes` bytes. Beyond that
 //! the peer is too slow or stuck: the link is dropped rather than let memory
 //! grow, and anti-entropy repairs the gap once it is redialed. A link silent
 //! for `link_timeout_ms` (no frame, not even a heartbeat) is closed too,
@@ -46,8 +47,8 @@ pub struct PeerLink {
     /// True when this node dialed the link.
     pub dialed: bool,
     serial: u64,
-    queue: Mutex<VecDeque<Arc<Vec<u8>>>>,
-    limit: usize,
+    queue: Mutex<Queue>,
+    limit: QueueLimit,
     wake: may::sync::Semphore,
     closed: AtomicBool,
     /// The nodes this peer says it is linked with (from its last member
@@ -67,10 +68,11 @@ impl PeerLink {
         }
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= self.limit {
+            if q.frames.len() >= self.limit.frames || q.bytes + frame.len() > self.limit.bytes {
                 return false;
             }
-            q.push_back(Arc::clone(frame));
+            q.bytes += frame.len();
+            q.frames.push_back(Arc::clone(frame));
         }
         self.wake.post();
         true
@@ -90,8 +92,28 @@ impl PeerLink {
     }
 
     fn queued(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frames
+            .len()
     }
+}
+
+/// A link's outbound frames, and their total size.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// How much one link may have queued before it is dropped.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimit {
+    /// Frames.
+    pub frames: usize,
+    /// Bytes, all frames together.
+    pub bytes: usize,
 }
 
 /// A link as INFO and PEERS show it.
@@ -113,15 +135,15 @@ pub struct LinkInfo {
 /// while holding it (frames are queued after the lock is released).
 pub struct Links {
     map: RwLock<HashMap<NodeId, Arc<PeerLink>>>,
-    queue_limit: usize,
+    queue_limit: QueueLimit,
     serial: AtomicU64,
     /// Links dropped because their queue was full.
     pub shed: AtomicU64,
 }
 
 impl Links {
-    /// No links yet; each link's queue will hold `queue_limit` frames.
-    pub fn new(queue_limit: usize) -> Self {
+    /// No links yet; each link's queue will hold up to `queue_limit`.
+    pub fn new(queue_limit: QueueLimit) -> Self {
         Links {
             map: RwLock::default(),
             queue_limit,
@@ -144,7 +166,10 @@ impl Links {
     /// connection, so the rule depends only on the pair: keep the link dialed
     /// by the node with the lower id. Between two links dialed by the same
     /// node, the newer one wins (the older is likely half-open).
-    fn register(&self, self_id: NodeId, link: &Arc<PeerLink>) -> bool {
+    ///
+    /// `linked` hears, under the lock, whether any link remains, so that its
+    /// view cannot be overtaken by a concurrent change.
+    fn register(&self, self_id: NodeId, link: &Arc<PeerLink>, linked: impl FnOnce(bool)) -> bool {
         let dialer = |l: &PeerLink| if l.dialed { self_id } else { l.id };
         let preferred = self_id.min(link.id);
         let mut map = self.write();
@@ -157,15 +182,18 @@ impl Links {
             old.close();
         }
         map.insert(link.id, Arc::clone(link));
+        linked(true);
         true
     }
 
-    /// Removes `link`, unless it was already replaced by a newer one.
-    fn remove(&self, link: &PeerLink) {
+    /// Removes `link`, unless it was already replaced by a newer one;
+    /// `linked` hears, under the lock, whether any link remains.
+    fn remove(&self, link: &PeerLink, linked: impl FnOnce(bool)) {
         let mut map = self.write();
         if map.get(&link.id).is_some_and(|l| l.serial == link.serial) {
             map.remove(&link.id);
         }
+        linked(!map.is_empty());
     }
 
     /// Sends one message to one peer, if linked.
@@ -243,8 +271,8 @@ impl Links {
     fn push_or_shed(&self, link: &PeerLink, frame: &Arc<Vec<u8>>) {
         if !link.push(frame) {
             warn!(
-                "link to {:016x} at {}: outbound queue full ({} frames); dropping the link, anti-entropy will repair the gap",
-                link.id, link.addr, self.queue_limit
+                "link to {:016x} at {}: outbound queue full (limit {} frames, {} bytes); dropping the link, anti-entropy will repair the gap",
+                link.id, link.addr, self.queue_limit.frames, self.queue_limit.bytes
             );
             self.shed.fetch_add(1, Ordering::Relaxed);
             link.close();
@@ -444,14 +472,17 @@ fn establish(
         addr: hello.addr.clone(),
         dialed,
         serial: node.links.serial.fetch_add(1, Ordering::Relaxed),
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue::default()),
         limit: node.links.queue_limit,
         wake: may::sync::Semphore::new(0),
         closed: AtomicBool::new(false),
         neighbours: Mutex::new(HashSet::from([hello.node])),
         socket,
     });
-    if !node.links.register(node.id, &link) {
+    if !node
+        .links
+        .register(node.id, &link, |any| node.replicator.set_pushing(any))
+    {
         return Err(Refused::Duplicate(hello.node));
     }
     let heartbeat = node.config.read().unwrap().heartbeat();
@@ -529,7 +560,8 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
         }
     };
     link.close();
-    node.links.remove(&link);
+    node.links
+        .remove(&link, |any| node.replicator.set_pushing(any));
     if !announced {
         debug!(
             "link to {:016x} at {} closed before its first frame ({reason})",
@@ -614,7 +646,8 @@ fn writer(link: Arc<PeerLink>, mut stream: TcpStream, heartbeat: Duration) {
         batch.clear();
         {
             let mut q = link.queue.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some(frame) = q.pop_front() {
+            while let Some(frame) = q.frames.pop_front() {
+                q.bytes -= frame.len();
                 batch.extend_from_slice(&frame);
                 if batch.len() >= MAX_BATCH {
                     break;

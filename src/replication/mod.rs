@@ -102,7 +102,7 @@ pub use wire::{
 };
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::store::{Change, NodeId, Store, Version};
@@ -206,6 +206,8 @@ pub struct Replicator {
     hlc: Hlc,
     counters: Counters,
     rounds: Mutex<HashMap<NodeId, Tally>>,
+    /// Whether local writes are pushed; see [`Replicator::set_pushing`].
+    pushing: AtomicBool,
 }
 
 impl Replicator {
@@ -225,6 +227,7 @@ impl Replicator {
             hlc: Hlc::new(),
             counters: Counters::default(),
             rounds: Mutex::new(HashMap::new()),
+            pushing: AtomicBool::new(true),
         }
     }
 
@@ -254,6 +257,7 @@ impl Replicator {
         out: &mut Vec<Output>,
     ) -> R {
         let wall = (self.clock)();
+        let push = self.pushing.load(Ordering::Relaxed);
         let (answer, written) = self.store.update_with(
             key,
             |stored| {
@@ -267,6 +271,7 @@ impl Replicator {
                 version
             },
             decide,
+            push,
         );
         if let Some(entry) = written {
             bump(&self.counters.updates_sent, 1);
@@ -296,6 +301,14 @@ impl Replicator {
             Message::SyncRequest { keys, last } => self.on_sync_request(from, keys, last, out),
             Message::SyncEntries(entries) => self.on_sync_entries(from, entries),
         }
+    }
+
+    /// Says whether any peer is linked. While none is, local writes are not
+    /// turned into [`Message::Updates`], which saves a copy of every value;
+    /// a link that comes up later is brought up to date by anti-entropy, as
+    /// every new link is. On by default.
+    pub fn set_pushing(&self, on: bool) {
+        self.pushing.store(on, Ordering::Relaxed);
     }
 
     /// A link to `peer` just came up. Only the dialer (`initiator`) starts an
@@ -496,6 +509,17 @@ mod tests {
         assert_eq!(u[0].version.node, A);
         assert_eq!(a.rep.store().get(b"k"), Some(b"v".to_vec()));
         assert_eq!(a.rep.stats().updates_sent, 1);
+    }
+
+    #[test]
+    fn with_no_peer_linked_writes_are_stored_but_not_pushed() {
+        let a = node(A, ReplicationConfig::default());
+        a.rep.set_pushing(false);
+        assert!(set(&a.rep, b"k", b"v").is_empty());
+        assert_eq!(a.rep.store().get(b"k"), Some(b"v".to_vec()));
+        assert_eq!(a.rep.stats().updates_sent, 0);
+        a.rep.set_pushing(true);
+        assert_eq!(updates(&set(&a.rep, b"k", b"w")).len(), 1);
     }
 
     #[test]

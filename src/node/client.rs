@@ -18,9 +18,10 @@ use may::net::TcpStream;
 use super::{Node, peer};
 use crate::config::Limits;
 use crate::protocol::reply::Reply;
-use crate::protocol::resp::{self, RespLimits};
+use crate::protocol::resp::{self, ParseProgress, RespLimits};
 use crate::protocol::text::{self, Framed, LineCodec};
 use crate::protocol::{Command, Flow, Host, RespReply, TextReply, apply};
+use crate::replication::Output;
 
 /// How long a connection that arrives while `max_clients` are open gets to
 /// show it is a peer (peers do not count against the client cap).
@@ -95,6 +96,48 @@ fn refuse(node: &Node, stream: &mut TcpStream, resp: bool) {
     let _ = stream.write_all(msg);
 }
 
+/// The answers and the replication outputs of the commands served since
+/// the last flush.
+#[derive(Default)]
+struct Pending {
+    out: Vec<u8>,
+    outputs: Vec<Output>,
+    commands: u64,
+}
+
+impl Pending {
+    /// Publishes the writes to the peers, then sends the answers: a client
+    /// that reads `OK` can count on its write being on its way.
+    fn flush(&mut self, node: &Node, stream: &mut TcpStream) -> std::io::Result<()> {
+        node.counters
+            .commands
+            .fetch_add(std::mem::take(&mut self.commands), Ordering::Relaxed);
+        node.publish(&mut self.outputs);
+        if !self.out.is_empty() {
+            stream.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// After one command: flushes when the command closes the connection or
+    /// the answers have grown past `max_output`. True when the connection is
+    /// to close.
+    fn after(
+        &mut self,
+        flow: Flow,
+        node: &Node,
+        stream: &mut TcpStream,
+        max_output: usize,
+    ) -> std::io::Result<bool> {
+        self.commands += 1;
+        if flow == Flow::Close || self.out.len() >= max_output {
+            self.flush(node, stream)?;
+        }
+        Ok(flow == Flow::Close)
+    }
+}
+
 /// Serves the text protocol: one line in, one answer out.
 fn serve_text(
     node: &Node,
@@ -103,13 +146,11 @@ fn serve_text(
     limits: &Limits,
 ) -> std::io::Result<()> {
     let mut codec = LineCodec::new(limits.max_line_bytes);
-    let mut out = Vec::with_capacity(256);
-    let mut outputs = Vec::new();
+    let mut pending = Pending::default();
     // Errors about a line that has no end yet follow the last line ending
     // seen.
     let mut crlf = false;
     loop {
-        let mut commands = 0;
         loop {
             match codec.next(buf.data()) {
                 Framed::Line {
@@ -118,29 +159,21 @@ fn serve_text(
                     consumed,
                 } => {
                     crlf = ends_crlf;
-                    commands += 1;
-                    let mut reply = TextReply::new(&mut out, crlf);
+                    let mut reply = TextReply::new(&mut pending.out, crlf);
                     let flow = match text::parse_line(line) {
-                        Ok(cmd) => apply(cmd, node, &mut reply, &mut outputs),
+                        Ok(cmd) => apply(cmd, node, &mut reply, &mut pending.outputs),
                         Err(e) => {
                             reply.error(&e.to_string());
                             Flow::Continue
                         }
                     };
                     buf.consume(consumed);
-                    if flow == Flow::Close {
-                        node.publish(&mut outputs);
-                        stream.write_all(&out)?;
+                    if pending.after(flow, node, stream, limits.max_output_bytes)? {
                         return Ok(());
-                    }
-                    if out.len() >= limits.max_output_bytes {
-                        node.publish(&mut outputs);
-                        stream.write_all(&out)?;
-                        out.clear();
                     }
                 }
                 Framed::TooLong { consumed } => {
-                    TextReply::new(&mut out, crlf).error("ERR line too long");
+                    TextReply::new(&mut pending.out, crlf).error("ERR line too long");
                     buf.consume(consumed);
                 }
                 // The tail of an over-long line was dropped; what follows
@@ -149,14 +182,7 @@ fn serve_text(
                 Framed::Incomplete { .. } => break,
             }
         }
-        node.counters
-            .commands
-            .fetch_add(commands, Ordering::Relaxed);
-        node.publish(&mut outputs);
-        if !out.is_empty() {
-            stream.write_all(&out)?;
-            out.clear();
-        }
+        pending.flush(node, stream)?;
         // The codec bounds a line; leave room for one more read past it.
         if buf.fill(stream, limits.max_line_bytes + 2)? == 0 {
             return Ok(());
@@ -171,67 +197,49 @@ fn serve_resp(
     mut buf: Buffer,
     limits: &Limits,
 ) -> std::io::Result<()> {
-    let resp_limits = RespLimits {
-        max_bulk: limits.max_bulk_bytes,
-        max_args: limits.max_args,
-        max_inline: limits.max_line_bytes,
-    };
+    let resp_limits = RespLimits::from(limits);
     // A request is bounded by the bulk cap per argument; the buffer may need
     // to hold one whole request.
     let max_buffer = limits
         .max_bulk_bytes
         .saturating_mul(2)
         .saturating_add(64 * 1024);
-    let mut out = Vec::with_capacity(256);
-    let mut outputs = Vec::new();
+    let mut pending = Pending::default();
+    // Remembers how far an incomplete frame was checked, so that a frame of
+    // many small elements arriving in small reads is parsed in linear time.
+    let mut progress = ParseProgress::default();
     loop {
-        let mut commands = 0;
         loop {
-            match resp::parse_request(buf.data(), &resp_limits) {
+            match resp::parse_request_resumable(buf.data(), &resp_limits, &mut progress) {
                 Ok(Some((request, consumed))) => {
-                    let flow = if request.args.is_empty() {
-                        Flow::Continue
-                    } else {
-                        commands += 1;
-                        let mut reply = RespReply { out: &mut out };
-                        match Command::from_args(&request.args) {
-                            Ok(cmd) => apply(cmd, node, &mut reply, &mut outputs),
-                            Err(e) => {
-                                reply.error(&e.to_string());
-                                Flow::Continue
-                            }
+                    if request.args.is_empty() {
+                        buf.consume(consumed);
+                        continue;
+                    }
+                    let mut reply = RespReply {
+                        out: &mut pending.out,
+                    };
+                    let flow = match Command::from_args(&request.args) {
+                        Ok(cmd) => apply(cmd, node, &mut reply, &mut pending.outputs),
+                        Err(e) => {
+                            reply.error(&e.to_string());
+                            Flow::Continue
                         }
                     };
                     buf.consume(consumed);
-                    if flow == Flow::Close {
-                        node.publish(&mut outputs);
-                        stream.write_all(&out)?;
+                    if pending.after(flow, node, stream, limits.max_output_bytes)? {
                         return Ok(());
-                    }
-                    if out.len() >= limits.max_output_bytes {
-                        node.publish(&mut outputs);
-                        stream.write_all(&out)?;
-                        out.clear();
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     // As Redis does: report the protocol error and close.
-                    node.publish(&mut outputs);
-                    resp::write_error(&mut out, &format!("ERR {e}"));
-                    stream.write_all(&out)?;
-                    return Ok(());
+                    e.write_reply(&mut pending.out);
+                    return pending.flush(node, stream);
                 }
             }
         }
-        node.counters
-            .commands
-            .fetch_add(commands, Ordering::Relaxed);
-        node.publish(&mut outputs);
-        if !out.is_empty() {
-            stream.write_all(&out)?;
-            out.clear();
-        }
+        pending.flush(node, stream)?;
         if buf.fill(stream, max_buffer)? == 0 {
             return Ok(());
         }

@@ -10,9 +10,14 @@ use std::time::Duration;
 use common::{Node, TempDir, config_toml, free_ports};
 
 fn single_node(tag: &str) -> (TempDir, Node) {
+    node_with(tag, "")
+}
+
+/// A node with no peers and `extra` appended to its config.
+fn node_with(tag: &str, extra: &str) -> (TempDir, Node) {
     let dir = TempDir::new(tag);
     let port = free_ports(1);
-    dir.write("config.toml", &config_toml(port, &[], ""));
+    dir.write("config.toml", &config_toml(port, &[], extra));
     let node = Node::start(dir.path(), &[]);
     assert_eq!(node.port, port);
     (dir, node)
@@ -82,13 +87,7 @@ fn unknown_and_malformed_commands_get_err_and_keep_the_connection() {
 
 #[test]
 fn over_long_line_is_refused_and_the_connection_keeps_working() {
-    let dir = TempDir::new("longline");
-    let port = free_ports(1);
-    dir.write(
-        "config.toml",
-        &config_toml(port, &[], "[limits]\nmax_line_bytes = 1024\n"),
-    );
-    let node = Node::start(dir.path(), &[]);
+    let (_dir, node) = node_with("longline", "[limits]\nmax_line_bytes = 1024\n");
     let mut c = node.client();
     let long = format!("PUT big {}", "x".repeat(100_000));
     assert_eq!(c.ask(&long), "ERR line too long");
@@ -99,13 +98,7 @@ fn over_long_line_is_refused_and_the_connection_keeps_working() {
 
 #[test]
 fn command_right_after_an_over_long_line_in_the_same_write_is_served() {
-    let dir = TempDir::new("longline2");
-    let port = free_ports(1);
-    dir.write(
-        "config.toml",
-        &config_toml(port, &[], "[limits]\nmax_line_bytes = 1024\n"),
-    );
-    let node = Node::start(dir.path(), &[]);
+    let (_dir, node) = node_with("longline2", "[limits]\nmax_line_bytes = 1024\n");
     let mut c = node.client();
     let both = format!("PUT big {}\nPUT small ok\nGET small\n", "x".repeat(5000));
     c.send(both.as_bytes());
@@ -262,13 +255,7 @@ fn sigterm_and_sigint_exit_zero() {
 
 #[test]
 fn client_cap_refuses_the_extra_connection() {
-    let dir = TempDir::new("cap");
-    let port = free_ports(1);
-    dir.write(
-        "config.toml",
-        &config_toml(port, &[], "[limits]\nmax_clients = 2\n"),
-    );
-    let node = Node::start(dir.path(), &[]);
+    let (_dir, node) = node_with("cap", "[limits]\nmax_clients = 2\n");
     let mut a = node.client();
     let mut b = node.client();
     assert_eq!(a.ask("PING"), "PONG");

@@ -463,6 +463,7 @@ fn run(seed: u64, n: usize) -> (u64, usize) {
             tombstone_grace_ms: GRACE_MS,
             // Small batches, so that splitting is exercised too.
             max_batch_bytes: 256,
+            ..ReplicationConfig::default()
         },
     );
     let rng = &mut sim.rng;

@@ -221,6 +221,7 @@ pub fn run(
         Arc::new(Store::new()),
         ReplicationConfig {
             tombstone_grace_ms: grace_ms,
+            link_round_gap_ms: config.gossip.anti_entropy_ms,
             ..ReplicationConfig::default()
         },
         Arc::new(wall_ms),

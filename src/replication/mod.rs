@@ -120,6 +120,14 @@ pub struct ReplicationConfig {
     /// catch-up never needs a huge frame or a huge buffer. A single entry
     /// bigger than this still goes, alone. Default: 1 MiB.
     pub max_batch_bytes: usize,
+    /// Least time between two rounds started because a link came up, in
+    /// milliseconds; set it to the tick period. A node that starts (or
+    /// heals) links with many peers at once would otherwise run a full
+    /// catch-up with each of them in parallel and receive every missing
+    /// entry once per peer. With the gap, the first link brings it up to
+    /// date and the periodic rounds, one period later, find the others in
+    /// sync. Default: 1 s.
+    pub link_round_gap_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -127,6 +135,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             tombstone_grace_ms: 24 * 60 * 60 * 1000,
             max_batch_bytes: 1 << 20,
+            link_round_gap_ms: 1000,
         }
     }
 }
@@ -208,6 +217,8 @@ pub struct Replicator {
     rounds: Mutex<HashMap<NodeId, Tally>>,
     /// Whether local writes are pushed; see [`Replicator::set_pushing`].
     pushing: AtomicBool,
+    /// When `link_up` last started a round (wall ms + 1; 0: never).
+    last_link_round: AtomicU64,
 }
 
 impl Replicator {
@@ -228,6 +239,7 @@ impl Replicator {
             counters: Counters::default(),
             rounds: Mutex::new(HashMap::new()),
             pushing: AtomicBool::new(true),
+            last_link_round: AtomicU64::new(0),
         }
     }
 
@@ -315,7 +327,19 @@ impl Replicator {
     /// anti-entropy round: a round repairs both sides, so two rounds would
     /// move every missing entry twice.
     pub fn link_up(&self, peer: NodeId, initiator: bool, out: &mut Vec<Output>) {
-        if initiator {
+        if !initiator {
+            return;
+        }
+        // Wall time plus one, so that the first link always starts a round.
+        let now = (self.clock)().saturating_add(1);
+        let last = self.last_link_round.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.config.link_round_gap_ms;
+        if due
+            && self
+                .last_link_round
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.start_round(peer, out);
         }
     }
@@ -733,6 +757,20 @@ mod tests {
                 msg: Message::SyncRoot { .. }
             }]
         ));
+    }
+
+    #[test]
+    fn links_that_come_up_together_start_one_round() {
+        const C: NodeId = 0xc;
+        let a = node(A, ReplicationConfig::default());
+        let mut out = Vec::new();
+        a.rep.link_up(B, true, &mut out);
+        a.rep.link_up(C, true, &mut out);
+        assert_eq!(out.len(), 1, "only the first link starts a round: {out:?}");
+        a.now.fetch_add(1000, Ordering::Relaxed);
+        out.clear();
+        a.rep.link_up(C, true, &mut out);
+        assert_eq!(out.len(), 1, "a gap later, a new link starts one again");
     }
 
     #[test]

@@ -300,6 +300,8 @@ fn ticker(node: Arc<Node>) {
     let mut last_commands = 0;
     let mut last_sample = Instant::now();
     let mut outputs = Vec::new();
+    let mut tick = 0u64;
+    let mut members_sent = 0u64;
     while !node.stopping() {
         let interval = Duration::from_millis(node.config.read().unwrap().gossip.anti_entropy_ms);
         may::coroutine::sleep(interval);
@@ -316,7 +318,8 @@ fn ticker(node: Arc<Node>) {
         let linked = node.links.ids();
         node.replicator.tick(&linked, &mut outputs);
         node.dispatch(&mut outputs);
-        peer::gossip_members(&node);
+        tick += 1;
+        peer::gossip_members(&node, tick, &mut members_sent);
     }
 }
 

@@ -667,19 +667,36 @@ fn writer(link: Arc<PeerLink>, mut stream: TcpStream, heartbeat: Duration) {
     }
 }
 
-/// What this node tells its links about the members it knows.
+/// What this node tells its links about the members it knows, sorted by
+/// id so that an unchanged list is recognised.
 fn member_list(node: &Node) -> Vec<MemberInfo> {
     let links = node.links.snapshot();
-    node.members
+    let mut list = node
+        .members
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .gossip_list(node.id, &node.addr, &links)
+        .gossip_list(node.id, &node.addr, &links);
+    list.sort_by_key(|m| m.id);
+    list
 }
 
-/// Sends the member list to every link, and marks members not heard of
-/// for a while as down. Called by the ticker.
-pub fn gossip_members(node: &Arc<Node>) {
-    let timeout = node.config.read().unwrap().link_timeout() * 2;
+/// Ticks between two member lists sent when nothing changed. A changed list
+/// goes out at the next tick.
+pub const MEMBERS_REFRESH_TICKS: u64 = 5;
+
+/// Marks members not vouched for in a while as down, and sends the member
+/// list to every link when it changed, or every [`MEMBERS_REFRESH_TICKS`]
+/// ticks (`tick` counts the calls). Called by the ticker.
+pub fn gossip_members(node: &Arc<Node>, tick: u64, last_sent: &mut u64) {
+    let (link_timeout, period) = {
+        let c = node.config.read().unwrap();
+        (
+            c.link_timeout(),
+            Duration::from_millis(c.gossip.anti_entropy_ms),
+        )
+    };
+    // Hearsay is refreshed every few ticks; allow two refreshes to be missed.
+    let timeout = link_timeout * 2 + period * (2 * MEMBERS_REFRESH_TICKS as u32);
     let down = node
         .members
         .lock()
@@ -688,6 +705,15 @@ pub fn gossip_members(node: &Arc<Node>) {
     for (id, addr) in down {
         info!("member {id:016x} at {addr} is down");
     }
-    node.links
-        .broadcast(None, &Message::Members(member_list(node)));
+    let list = member_list(node);
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        list.hash(&mut h);
+        h.finish()
+    };
+    if digest != *last_sent || tick.is_multiple_of(MEMBERS_REFRESH_TICKS) {
+        *last_sent = digest;
+        node.links.broadcast(None, &Message::Members(list));
+    }
 }

@@ -161,7 +161,7 @@ impl Update {
 
 /// What a node knows about one cluster member; gossiped by the node layer so
 /// links learn about members they were not configured with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemberInfo {
     /// The member's node id.
     pub id: NodeId,

@@ -105,7 +105,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Change, NodeId, Store, Version};
+use crate::store::{BUCKETS, Change, NodeId, Store, Version};
 use hlc::Hlc;
 
 /// Tuning of replication.
@@ -219,7 +219,18 @@ pub struct Replicator {
     pushing: AtomicBool,
     /// When `link_up` last started a round (wall ms + 1; 0: never).
     last_link_round: AtomicU64,
+    /// The peer this node is catching up from, and until when (wall ms);
+    /// see [`CATCH_UP_BUCKETS`].
+    catching_up: Mutex<Option<(NodeId, u64)>>,
 }
+
+/// Differing buckets from which a round counts as a catch-up. While a node
+/// catches up from one peer, it defers rounds that other peers start with it
+/// (they retry at their next tick): a node that rejoins a large cluster
+/// would otherwise be sent its whole missing set by every peer whose tick
+/// comes up meanwhile. Write churn differs in a few buckets, and never
+/// defers anything.
+pub const CATCH_UP_BUCKETS: usize = BUCKETS / 4;
 
 impl Replicator {
     /// A replicator for node `node` over `store`. `clock` returns wall time in
@@ -240,6 +251,7 @@ impl Replicator {
             rounds: Mutex::new(HashMap::new()),
             pushing: AtomicBool::new(true),
             last_link_round: AtomicU64::new(0),
+            catching_up: Mutex::new(None),
         }
     }
 
@@ -424,6 +436,29 @@ impl Replicator {
         self.rounds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks a catch-up from `peer` as under way. It ends with the round, or
+    /// after ten round gaps (at least 5 s) should the round be cut short.
+    fn begin_catch_up(&self, peer: NodeId) {
+        let until = (self.clock)() + (10 * self.config.link_round_gap_ms).max(5000);
+        *self.catching_up.lock().unwrap_or_else(|e| e.into_inner()) = Some((peer, until));
+    }
+
+    fn end_catch_up(&self, peer: NodeId) {
+        let mut slot = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some_and(|(p, _)| p == peer) {
+            *slot = None;
+        }
+    }
+
+    /// True while a catch-up from a peer other than `peer` is under way.
+    fn catching_up_with_other(&self, peer: NodeId) -> bool {
+        let now = (self.clock)();
+        self.catching_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(p, until)| p != peer && now < until)
+    }
+
     fn forget_rounds_except(&self, linked: &[NodeId]) {
         self.tallies().retain(|peer, _| linked.contains(peer));
     }
@@ -432,7 +467,7 @@ impl Replicator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::BUCKETS;
+
     use std::sync::atomic::AtomicU64;
 
     const A: NodeId = 0xa;
@@ -771,6 +806,51 @@ mod tests {
         out.clear();
         a.rep.link_up(C, true, &mut out);
         assert_eq!(out.len(), 1, "a gap later, a new link starts one again");
+    }
+
+    #[test]
+    fn a_catch_up_defers_rounds_from_other_peers_until_it_completes() {
+        const Q: NodeId = 0xc;
+        let r = node(A, ReplicationConfig::default());
+        let p = node(B, ReplicationConfig::default());
+        for i in 0..2000u32 {
+            set(&p.rep, i.to_string().as_bytes(), b"v");
+        }
+        let q_root = Message::SyncRoot { root: 42 };
+        let mut out = Vec::new();
+        r.rep.link_up(B, true, &mut out);
+        let Some(Output::Send { msg: root, .. }) = out.pop() else {
+            panic!("no round started")
+        };
+        p.rep.handle(A, root, &mut out);
+        let Some(Output::Send { msg: buckets, .. }) = out.pop() else {
+            panic!("no bucket hashes")
+        };
+        r.rep.handle(B, buckets, &mut out);
+        let versions = std::mem::take(&mut out);
+        assert!(!versions.is_empty());
+        let mut deferred = Vec::new();
+        r.rep.handle(Q, q_root.clone(), &mut deferred);
+        assert!(deferred.is_empty(), "Q's round waits: {deferred:?}");
+        // Finish the round with P; R then answers Q again.
+        let mut queue: Vec<(NodeId, Output)> = versions.into_iter().map(|o| (A, o)).collect();
+        while !queue.is_empty() {
+            let (from, o) = queue.remove(0);
+            let (Output::Send { msg, .. } | Output::Broadcast { msg, .. }) = o;
+            let (to, to_id) = if from == A { (&p.rep, B) } else { (&r.rep, A) };
+            let mut next = Vec::new();
+            to.handle(from, msg, &mut next);
+            queue.extend(next.into_iter().map(|o| (to_id, o)));
+        }
+        assert_eq!(r.rep.store().root_hash(), p.rep.store().root_hash());
+        r.rep.handle(Q, q_root, &mut deferred);
+        assert!(matches!(
+            deferred[..],
+            [Output::Send {
+                to: Q,
+                msg: Message::SyncBuckets { .. }
+            }]
+        ));
     }
 
     #[test]

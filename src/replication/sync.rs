@@ -6,7 +6,7 @@
 
 use log::{debug, info};
 
-use super::{BucketVersions, Message, Output, Replicator, Tally, Update, bump};
+use super::{BucketVersions, CATCH_UP_BUCKETS, Message, Output, Replicator, Tally, Update, bump};
 use crate::store::{BUCKETS, NodeId, Version};
 use std::collections::HashMap;
 
@@ -29,6 +29,10 @@ impl Replicator {
         if root == self.store.root_hash() {
             return;
         }
+        if self.catching_up_with_other(from) {
+            debug!("deferring a round from {from:016x}: catching up with another peer");
+            return;
+        }
         out.push(Output::Send {
             to: from,
             msg: Message::SyncBuckets {
@@ -48,6 +52,10 @@ impl Replicator {
             return;
         }
         let ours = self.store.bucket_hashes();
+        let differing = (0..BUCKETS).filter(|&b| ours[b] != theirs[b]).count();
+        if differing >= CATCH_UP_BUCKETS {
+            self.begin_catch_up(from);
+        }
         let mut batch = Batch::new(self.config.max_batch_bytes);
         let send = |buckets, last, out: &mut Vec<Output>| {
             out.push(Output::Send {
@@ -191,6 +199,7 @@ impl Replicator {
         };
         tally.sent += sent;
         if last {
+            self.end_catch_up(from);
             let Tally { sent, got } = *tally;
             tallies.remove(&from);
             if sent + got > 0 {

@@ -147,6 +147,7 @@ fn serve_text(
 ) -> std::io::Result<()> {
     let mut codec = LineCodec::new(limits.max_line_bytes);
     let mut pending = Pending::default();
+    let mut fair = super::Fair::new();
     // Errors about a line that has no end yet follow the last line ending
     // seen.
     let mut crlf = false;
@@ -184,7 +185,7 @@ fn serve_text(
         }
         pending.flush(node, stream)?;
         // The codec bounds a line; leave room for one more read past it.
-        if buf.fill(stream, limits.max_line_bytes + 2)? == 0 {
+        if fair.fill(&mut buf, stream, limits.max_line_bytes + 2)? == 0 {
             return Ok(());
         }
     }
@@ -205,6 +206,7 @@ fn serve_resp(
         .saturating_mul(2)
         .saturating_add(64 * 1024);
     let mut pending = Pending::default();
+    let mut fair = super::Fair::new();
     // Remembers how far an incomplete frame was checked, so that a frame of
     // many small elements arriving in small reads is parsed in linear time.
     let mut progress = ParseProgress::default();
@@ -240,7 +242,7 @@ fn serve_resp(
             }
         }
         pending.flush(node, stream)?;
-        if buf.fill(stream, max_buffer)? == 0 {
+        if fair.fill(&mut buf, stream, max_buffer)? == 0 {
             return Ok(());
         }
     }

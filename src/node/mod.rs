@@ -174,6 +174,64 @@ impl Host for Node {
     }
 }
 
+/// Keeps one busy connection from starving the others of its worker.
+///
+/// may's workers run ready coroutines until none is left, and only then
+/// poll for I/O. A coroutine whose socket always has data (a peer streaming
+/// updates, a client with a deep pipeline) never blocks, so the worker never
+/// polls: the other sockets' data goes unnoticed, their read timeouts fire,
+/// and healthy links are dropped as silent. `yield_now` does not help, as the
+/// coroutine is simply run again. So a connection that has read without
+/// blocking for [`Fair::STREAK`] sleeps for a moment, which empties the run
+/// queue and lets the worker poll.
+pub struct Fair {
+    streak: Instant,
+}
+
+impl Default for Fair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fair {
+    /// Longest run of reads that did not block.
+    pub const STREAK: Duration = Duration::from_millis(5);
+    /// A read that took this long blocked, which ends a streak.
+    const BLOCKED: Duration = Duration::from_micros(200);
+
+    /// A fresh streak.
+    pub fn new() -> Self {
+        Fair {
+            streak: Instant::now(),
+        }
+    }
+
+    /// Reads into `buf` as [`client::Buffer::fill`] does, first pausing if
+    /// this connection has kept the worker busy for too long.
+    pub fn fill(
+        &mut self,
+        buf: &mut client::Buffer,
+        stream: &mut impl std::io::Read,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        if self.streak.elapsed() > Self::STREAK {
+            may::coroutine::sleep(Duration::from_millis(1));
+            // A coroutine woken from a sleep runs on may's timer thread until
+            // it yields; yield so that the work that follows runs on a worker
+            // and does not hold up every other timer of the process.
+            may::coroutine::yield_now();
+            self.streak = Instant::now();
+        }
+        let started = Instant::now();
+        let n = buf.fill(stream, max)?;
+        if started.elapsed() > Self::BLOCKED {
+            self.streak = Instant::now();
+        }
+        Ok(n)
+    }
+}
+
 /// Wall-clock milliseconds since the UNIX epoch, for the hybrid clock.
 pub fn wall_ms() -> u64 {
     SystemTime::now()

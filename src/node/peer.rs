@@ -521,6 +521,7 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
     // announced once the peer's first frame shows that it kept it too, so a
     // discarded duplicate never shows up as "link up" in the log.
     let mut announced = false;
+    let mut fair = super::Fair::new();
     let reason = loop {
         if link.is_closed() || node.stopping() {
             break "closed".to_string();
@@ -545,7 +546,7 @@ pub fn run_link(node: &Arc<Node>, est: Established) {
                 continue;
             }
         }
-        match buf.fill(&mut stream, max_frame + 4) {
+        match fair.fill(&mut buf, &mut stream, max_frame + 4) {
             Ok(0) => break "closed by peer".to_string(),
             Ok(_) => {}
             Err(e)

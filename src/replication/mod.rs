@@ -219,10 +219,18 @@ pub struct Replicator {
     pushing: AtomicBool,
     /// When `link_up` last started a round (wall ms + 1; 0: never).
     last_link_round: AtomicU64,
+    /// `updates_received` at the last tick, to tell a busy period.
+    received_at_tick: AtomicU64,
+    /// Ticks in a row whose rounds were skipped because pushes kept coming.
+    ticks_skipped: AtomicU64,
     /// The peer this node is catching up from, and until when (wall ms);
     /// see [`CATCH_UP_BUCKETS`].
     catching_up: Mutex<Option<(NodeId, u64)>>,
 }
+
+/// Ticks in a row whose anti-entropy rounds may be skipped while pushed
+/// updates keep arriving (see [`Replicator::tick`]).
+pub const BUSY_TICKS_SKIPPED: u64 = 4;
 
 /// Differing buckets from which a round counts as a catch-up. While a node
 /// catches up from one peer, it defers rounds that other peers start with it
@@ -251,6 +259,8 @@ impl Replicator {
             rounds: Mutex::new(HashMap::new()),
             pushing: AtomicBool::new(true),
             last_link_round: AtomicU64::new(0),
+            received_at_tick: AtomicU64::new(0),
+            ticks_skipped: AtomicU64::new(0),
             catching_up: Mutex::new(None),
         }
     }
@@ -360,11 +370,24 @@ impl Replicator {
     /// each peer in `linked` whose id is higher than ours (the peer with the
     /// lower id starts the round of each link; see the module docs), and
     /// collects tombstones older than the grace period.
+    ///
+    /// While pushed updates keep arriving, rounds are skipped for up to
+    /// [`BUSY_TICKS_SKIPPED`] ticks in a row: digests taken while writes are
+    /// in flight differ in nearly every bucket, so a round would re-send much
+    /// of what the pushes are delivering anyway, and in a large cluster those
+    /// rounds cost more than the writes. A round still runs every
+    /// `BUSY_TICKS_SKIPPED + 1` ticks under load, to repair lost pushes.
     pub fn tick(&self, linked: &[NodeId], out: &mut Vec<Output>) {
         self.forget_rounds_except(linked);
-        for &peer in linked {
-            if peer > self.node {
-                self.start_round(peer, out);
+        let received = self.counters.updates_received.load(Ordering::Relaxed);
+        let busy = self.received_at_tick.swap(received, Ordering::Relaxed) != received;
+        let skip = busy && self.ticks_skipped.fetch_add(1, Ordering::Relaxed) < BUSY_TICKS_SKIPPED;
+        if !skip {
+            self.ticks_skipped.store(0, Ordering::Relaxed);
+            for &peer in linked {
+                if peer > self.node {
+                    self.start_round(peer, out);
+                }
             }
         }
         let now = (self.clock)();
@@ -792,6 +815,29 @@ mod tests {
                 msg: Message::SyncRoot { .. }
             }]
         ));
+    }
+
+    #[test]
+    fn ticks_skip_rounds_while_pushes_arrive_but_not_for_long() {
+        let a = node(A, ReplicationConfig::default());
+        let b = node(B, ReplicationConfig::default());
+        let mut rounds = Vec::new();
+        for i in 0..=BUSY_TICKS_SKIPPED {
+            let push = set(&b.rep, format!("k{i}").as_bytes(), b"v");
+            let Some(Output::Broadcast { msg, .. }) = push.into_iter().next() else {
+                panic!("no push")
+            };
+            a.rep.handle(B, msg, &mut Vec::new());
+            let mut out = Vec::new();
+            a.rep.tick(&[B], &mut out);
+            rounds.push(out.len());
+        }
+        let mut expected = vec![0; BUSY_TICKS_SKIPPED as usize];
+        expected.push(1);
+        assert_eq!(rounds, expected, "skipped while busy, then one round");
+        let mut out = Vec::new();
+        a.rep.tick(&[B], &mut out);
+        assert_eq!(out.len(), 1, "quiet again: a round every tick");
     }
 
     #[test]

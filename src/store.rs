@@ -101,6 +101,21 @@ impl Summary {
 }
 
 /// The sharded, versioned key-value map. Share it behind an `Arc`.
+///
+/// # Example
+/// ```
+/// use piccolo::store::{Store, Version};
+///
+/// let store = Store::new();
+/// store.merge(b"k", Some(b"new".to_vec()), Version { ts: 2, node: 1 });
+/// // An older write that arrives late changes nothing: last writer wins.
+/// assert!(!store.merge(b"k", Some(b"old".to_vec()), Version { ts: 1, node: 9 }));
+/// assert_eq!(store.get(b"k"), Some(b"new".to_vec()));
+/// // A delete is a newer write that leaves a tombstone.
+/// store.merge(b"k", None, Version { ts: 3, node: 2 });
+/// assert_eq!(store.get(b"k"), None);
+/// assert_eq!(store.stats().tombstones, 1);
+/// ```
 pub struct Store {
     shards: Box<[RwLock<Shard>]>,
 }

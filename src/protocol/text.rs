@@ -107,6 +107,26 @@ impl LineCodec {
 }
 
 /// Parses one text-protocol line.
+///
+/// ```
+/// use piccolo::protocol::Command;
+/// use piccolo::protocol::text::parse_line;
+///
+/// let cmd = parse_line(b"PUT greeting hello  world").unwrap();
+/// assert_eq!(
+///     cmd,
+///     Command::Set {
+///         key: b"greeting".to_vec(),
+///         value: b"hello  world".to_vec(),
+///         condition: None,
+///         get: false,
+///     }
+/// );
+/// assert_eq!(
+///     parse_line(b"bogus command").unwrap_err().to_string(),
+///     "ERR unknown command 'bogus'"
+/// );
+/// ```
 pub fn parse_line(line: &[u8]) -> Result<Command, CommandError> {
     let (word, rest) = split_word(line);
     if word.is_empty() {

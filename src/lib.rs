@@ -30,6 +30,24 @@
 //! applies it and forwards it to its other links; one that already had it
 //! stops there. Periodic anti-entropy compares digests and repairs whatever
 //! a dropped link or a restart lost.
+//!
+//! # Where this departs from the first sketch of the design
+//! - **`membership`** is a module of its own: who is linked, who is only
+//!   heard of, who is down. It is pure bookkeeping, like `replication`, so
+//!   it is tested without sockets.
+//! - **Forwarding is narrowed** in the node layer (`node::peer::Links::forward`):
+//!   a peer linked with a write's author got the write from it, so it is
+//!   skipped. The replicator still decides *what* is news; the node, which
+//!   knows the links, decides *who* needs it.
+//! - **Writes are published per read, not per command**: the commands of one
+//!   pipelined read travel to the peers as one `Updates` message.
+//! - **One worker per core, less one** (`runtime.workers`): a node that
+//!   shares a small machine with its clients and peers serves faster with a
+//!   core left to them. may's coroutine pool is kept small, because may
+//!   pre-allocates it (its default cost 8 MB of RSS on an idle node).
+//! - **Fairness** (`node::Fair`): may runs ready coroutines until none is
+//!   left before it polls for I/O, so a connection that never blocks pauses
+//!   briefly every few milliseconds to let its worker poll the others.
 
 pub mod config;
 pub mod logging;

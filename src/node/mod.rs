@@ -37,7 +37,7 @@ use discovery::DiscoveryLoops;
 use peer::Links;
 
 /// Local updates gathered into one message before it is sent.
-const MAX_UPDATES_BATCH: usize = 1024 * 1024;
+pub const MAX_UPDATES_BATCH: usize = 1024 * 1024;
 
 /// Finished coroutines kept for reuse. may pre-allocates its whole pool at
 /// start, each with a touched stack page or two: its default of 1000 costs an

@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::protocol::reply::Reply;
 use crate::protocol::resp::{self, ParseProgress, RespLimits};
 use crate::protocol::text::{self, Framed, LineCodec};
-use crate::protocol::{Command, Flow, Host, RespReply, TextReply, apply};
+use crate::protocol::{Command, CommandError, Flow, Host, RespReply, TextReply, apply};
 use crate::replication::Output;
 
 /// How long a connection that arrives while `max_clients` are open gets to
@@ -138,6 +138,22 @@ impl Pending {
     }
 }
 
+/// Applies a parsed request, or answers why it could not be parsed.
+fn serve(
+    node: &Node,
+    parsed: Result<Command, CommandError>,
+    reply: &mut impl Reply,
+    outputs: &mut Vec<Output>,
+) -> Flow {
+    match parsed {
+        Ok(cmd) => apply(cmd, node, reply, outputs),
+        Err(e) => {
+            reply.error(&e.to_string());
+            Flow::Continue
+        }
+    }
+}
+
 /// Serves the text protocol: one line in, one answer out.
 fn serve_text(
     node: &Node,
@@ -161,13 +177,12 @@ fn serve_text(
                 } => {
                     crlf = ends_crlf;
                     let mut reply = TextReply::new(&mut pending.out, crlf);
-                    let flow = match text::parse_line(line) {
-                        Ok(cmd) => apply(cmd, node, &mut reply, &mut pending.outputs),
-                        Err(e) => {
-                            reply.error(&e.to_string());
-                            Flow::Continue
-                        }
-                    };
+                    let flow = serve(
+                        node,
+                        text::parse_line(line),
+                        &mut reply,
+                        &mut pending.outputs,
+                    );
                     buf.consume(consumed);
                     if pending.after(flow, node, stream, limits.max_output_bytes)? {
                         return Ok(());
@@ -221,13 +236,8 @@ fn serve_resp(
                     let mut reply = RespReply {
                         out: &mut pending.out,
                     };
-                    let flow = match Command::from_args(&request.args) {
-                        Ok(cmd) => apply(cmd, node, &mut reply, &mut pending.outputs),
-                        Err(e) => {
-                            reply.error(&e.to_string());
-                            Flow::Continue
-                        }
-                    };
+                    let parsed = Command::from_args(&request.args);
+                    let flow = serve(node, parsed, &mut reply, &mut pending.outputs);
                     buf.consume(consumed);
                     if pending.after(flow, node, stream, limits.max_output_bytes)? {
                         return Ok(());

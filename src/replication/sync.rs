@@ -11,6 +11,16 @@ use crate::store::{BUCKETS, NodeId, Version};
 use std::collections::HashMap;
 
 impl Replicator {
+    /// The entry stored for `key` now, as an update to send.
+    fn current(&self, key: Vec<u8>) -> Option<Update> {
+        let e = self.store.entry(&key)?;
+        Some(Update {
+            key,
+            value: e.value,
+            version: e.version,
+        })
+    }
+
     /// Step 1 (initiator): offer our root hash.
     pub(super) fn start_round(&self, peer: NodeId, out: &mut Vec<Output>) {
         bump(&self.counters.sync_rounds, 1);
@@ -110,12 +120,7 @@ impl Replicator {
                     _ => {
                         // The entry may have changed since the listing; send
                         // whatever is current.
-                        if let Some(e) = self.store.entry(&key) {
-                            let u = Update {
-                                key,
-                                value: e.value,
-                                version: e.version,
-                            };
+                        if let Some(u) = self.current(key) {
                             let len = u.wire_len();
                             pushed.extend(push.push(u, len));
                         }
@@ -177,12 +182,7 @@ impl Replicator {
         };
         for key in keys {
             // A key collected or never held has nothing to send.
-            if let Some(e) = self.store.entry(&key) {
-                let u = Update {
-                    key,
-                    value: e.value,
-                    version: e.version,
-                };
+            if let Some(u) = self.current(key) {
                 let len = u.wire_len();
                 sent += 1;
                 if let Some(full) = batch.push(u, len) {

@@ -165,11 +165,6 @@ impl Members {
         list
     }
 
-    /// The address of a member, if known.
-    pub fn addr_of(&self, id: NodeId) -> Option<&str> {
-        self.map.get(&id).map(|m| m.addr.as_str())
-    }
-
     /// One line per member for `PEERS`: id, address, state, link.
     pub fn describe(&self, self_id: NodeId, self_addr: &str, links: &[LinkInfo]) -> Vec<String> {
         let mut lines = vec![format!("{self_id:016x} {self_addr} self -")];

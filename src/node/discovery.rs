@@ -89,13 +89,6 @@ impl DiscoveryLoops {
             l.stop();
         }
     }
-
-    /// Addresses with a running loop.
-    pub fn addresses(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().keys().cloned().collect();
-        v.sort();
-        v
-    }
 }
 
 /// Starts a loop for every configured host that has none, and stops the

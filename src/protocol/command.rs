@@ -279,20 +279,6 @@ impl Command {
         a.finish()?;
         Ok(cmd)
     }
-
-    /// True for commands that change the store.
-    pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Command::Set { .. }
-                | Command::SetNx { .. }
-                | Command::GetSet { .. }
-                | Command::Append { .. }
-                | Command::Clear { .. }
-                | Command::Del { .. }
-                | Command::MSet { .. }
-        )
-    }
 }
 
 fn parse_set<A: AsRef<[u8]>>(a: &mut Args<A>) -> Result<Command, CommandError> {

@@ -7,20 +7,10 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Node, TempDir, config_toml, free_ports};
+use common::{Node, TempDir, config_toml, free_ports, node_with};
 
 fn single_node(tag: &str) -> (TempDir, Node) {
     node_with(tag, "")
-}
-
-/// A node with no peers and `extra` appended to its config.
-fn node_with(tag: &str, extra: &str) -> (TempDir, Node) {
-    let dir = TempDir::new(tag);
-    let port = free_ports(1);
-    dir.write("config.toml", &config_toml(port, &[], extra));
-    let node = Node::start(dir.path(), &[]);
-    assert_eq!(node.port, port);
-    (dir, node)
 }
 
 #[test]

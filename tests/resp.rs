@@ -9,18 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Node, TempDir, config_toml, eventually, free_ports};
+use common::{Node, TempDir, config_toml, eventually, free_ports, node_with};
 use redis::{Connection, RedisError, Value};
-
-/// One node on a free port, with `extra` appended to its config.
-fn node_with(tag: &str, extra: &str) -> (TempDir, Node) {
-    let dir = TempDir::new(tag);
-    let port = free_ports(1);
-    dir.write("config.toml", &config_toml(port, &[], extra));
-    let node = Node::start(dir.path(), &[]);
-    assert_eq!(node.port, port);
-    (dir, node)
-}
 
 fn node(tag: &str) -> (TempDir, Node) {
     node_with(tag, "")

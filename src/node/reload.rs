@@ -39,8 +39,8 @@ pub fn watch(node: Arc<Node>) {
             continue;
         }
         last = now;
-        // Read off the worker threads' hot path, but a config file is small
-        // and local: a plain read is fine here.
+        // A blocking read on a worker, but of a small local file, once per
+        // change: cheaper than handing it to a thread.
         match Config::load(&path) {
             Err(e) => error!("config reload failed, keeping the current config: {e}"),
             Ok(new) => apply(&node, new),

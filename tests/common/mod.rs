@@ -260,6 +260,16 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A node with no peers on a free port, with `extra` appended to its config.
+pub fn node_with(tag: &str, extra: &str) -> (TempDir, Node) {
+    let dir = TempDir::new(tag);
+    let port = free_ports(1);
+    dir.write("config.toml", &config_toml(port, &[], extra));
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(node.port, port);
+    (dir, node)
+}
+
 /// A config.toml with the given bind port and hosts.
 pub fn config_toml(port: u16, hosts: &[String], extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();

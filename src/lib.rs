@@ -17,6 +17,7 @@
 //!   reload       watches config.toml; starts and stops discovery loops
 //! membership     who is in the cluster: linked, heard of, or down
 //! store          the versioned KV map, sharded; knows nothing of the network
+//! blob           byte strings that keep short keys and values inline
 //! replication/   pure state machine: HLC versions, merge, digests, deltas,
 //!                what to forward; driven by messages and ticks
 //! protocol/      text and RESP codecs -> one Command type, applied in one place
@@ -49,6 +50,7 @@
 //!   left before it polls for I/O, so a connection that never blocks pauses
 //!   briefly every few milliseconds to let its worker poll the others.
 
+pub mod blob;
 pub mod config;
 pub mod logging;
 pub mod membership;

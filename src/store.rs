@@ -19,6 +19,8 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 use std::sync::RwLock;
 
+use crate::blob::Blob;
+
 /// Identifies a node; random at start.
 pub type NodeId = u64;
 
@@ -42,7 +44,7 @@ pub struct Version {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// `None` is a tombstone: the key was deleted by `version`.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Blob>,
     /// The write that produced this entry.
     pub version: Version,
 }
@@ -58,7 +60,7 @@ impl Entry {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
     /// Store this value.
-    Set(Vec<u8>),
+    Set(Blob),
     /// Delete the key (leave a tombstone).
     Delete,
 }
@@ -72,9 +74,14 @@ pub struct StoreStats {
     pub tombstones: usize,
 }
 
+/// One shard: its part of the map, and what the digest needs to know of it.
+///
+/// Keys and values are [`Blob`]s, so a short key and its short value live in
+/// the map's own 64-byte slot: a write to such a key touches no other heap
+/// memory (see the `blob` module for why this matters).
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<[u8]>, Entry>,
+    map: HashMap<Blob, Entry>,
     sum: Summary,
 }
 
@@ -107,10 +114,10 @@ impl Summary {
 /// use piccolo::store::{Store, Version};
 ///
 /// let store = Store::new();
-/// store.merge(b"k", Some(b"new".to_vec()), Version { ts: 2, node: 1 });
+/// store.merge(b"k", Some(b"new".into()), Version { ts: 2, node: 1 });
 /// // An older write that arrives late changes nothing: last writer wins.
-/// assert!(!store.merge(b"k", Some(b"old".to_vec()), Version { ts: 1, node: 9 }));
-/// assert_eq!(store.get(b"k"), Some(b"new".to_vec()));
+/// assert!(!store.merge(b"k", Some(b"old".into()), Version { ts: 1, node: 9 }));
+/// assert_eq!(store.get(b"k"), Some(b"new".into()));
 /// // A delete is a newer write that leaves a tombstone.
 /// store.merge(b"k", None, Version { ts: 3, node: 2 });
 /// assert_eq!(store.get(b"k"), None);
@@ -150,8 +157,11 @@ impl Store {
     }
 
     /// A copy of the live value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    pub fn get(&self, key: &[u8]) -> Option<Blob> {
+        read(self.shard(key).0)
+            .map
+            .get(key)
+            .and_then(|e| e.value.clone())
     }
 
     /// The entry for `key`, tombstones included.
@@ -161,7 +171,7 @@ impl Store {
 
     /// Merges a write by last-writer-wins. Returns true when it changed the
     /// store, that is when `version` is higher than the stored one.
-    pub fn merge(&self, key: &[u8], value: Option<Vec<u8>>, version: Version) -> bool {
+    pub fn merge(&self, key: &[u8], value: Option<Blob>, version: Version) -> bool {
         let (lock, key_hash) = self.shard(key);
         let mut guard = write(lock);
         let Shard { map, sum } = &mut *guard;
@@ -256,28 +266,26 @@ impl Store {
     /// One hash summarising the whole store: equal roots mean (with
     /// overwhelming probability) equal stores.
     pub fn root_hash(&self) -> u64 {
-        let mut h = FNV_OFFSET;
-        for s in self.shards.iter() {
-            h = fnv1a(h, &read(s).sum.hash.to_le_bytes());
-        }
-        h
+        self.shards
+            .iter()
+            .fold(K1, |h, s| fmix(h ^ read(s).sum.hash).wrapping_add(K1))
     }
 
     /// Every entry of one bucket, tombstones included, as `(key, entry)`.
-    pub fn bucket_entries(&self, bucket: usize) -> Vec<(Vec<u8>, Entry)> {
+    pub fn bucket_entries(&self, bucket: usize) -> Vec<(Blob, Entry)> {
         read(&self.shards[bucket])
             .map
             .iter()
-            .map(|(k, e)| (k.to_vec(), e.clone()))
+            .map(|(k, e)| (k.clone(), e.clone()))
             .collect()
     }
 
     /// The version stored for every key of one bucket.
-    pub fn bucket_versions(&self, bucket: usize) -> Vec<(Vec<u8>, Version)> {
+    pub fn bucket_versions(&self, bucket: usize) -> Vec<(Blob, Version)> {
         read(&self.shards[bucket])
             .map
             .iter()
-            .map(|(k, e)| (k.to_vec(), e.version))
+            .map(|(k, e)| (k.clone(), e.version))
             .collect()
     }
 
@@ -345,9 +353,39 @@ fn bucket_of_hash(key_hash: u64) -> usize {
     (key_hash % BUCKETS as u64) as usize
 }
 
-/// A key's stable hash: FNV-1a, the same in every process.
+/// A key's stable hash, the same in every process and on every platform: it
+/// picks the key's bucket, so it is part of the replication protocol. It
+/// reads the key eight bytes at a time, then mixes the result (the final step
+/// of MurmurHash3), so every bit of the key reaches the low bits that pick
+/// the bucket. Not keyed: the maps inside the shards use a randomly seeded
+/// hash of their own, so crafted keys can crowd a bucket but cannot degrade
+/// a lookup.
 fn key_hash(key: &[u8]) -> u64 {
-    fnv1a(FNV_OFFSET, key)
+    let mut h = (key.len() as u64).wrapping_mul(K1);
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(K2);
+        h ^= h >> 29;
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K2);
+    }
+    fmix(h)
+}
+
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+const K2: u64 = 0xff51_afd7_ed55_8ccd;
+
+/// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The contribution of one entry to its bucket's digest hash, from its key's
@@ -359,21 +397,8 @@ fn entry_hash(key_hash: u64, entry: &Entry) -> u64 {
         entry.version.node,
         entry.is_tombstone() as u64,
     ] {
-        // One multiply-xorshift round per word: FNV's low bits mix poorly
-        // for XOR aggregation.
-        h = (h ^ word).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ word).wrapping_mul(K2);
         h ^= h >> 33;
-    }
-    h
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// 64-bit FNV-1a: fixed, so every node hashes alike.
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
 }
@@ -400,39 +425,39 @@ mod tests {
     fn higher_version_wins_in_any_order() {
         let a = Store::new();
         let b = Store::new();
-        a.merge(b"k", Some(b"old".to_vec()), v(1, 1));
-        a.merge(b"k", Some(b"new".to_vec()), v(2, 1));
-        b.merge(b"k", Some(b"new".to_vec()), v(2, 1));
-        assert!(!b.merge(b"k", Some(b"old".to_vec()), v(1, 1)));
-        assert_eq!(a.get(b"k"), Some(b"new".to_vec()));
-        assert_eq!(b.get(b"k"), Some(b"new".to_vec()));
+        a.merge(b"k", Some(b"old".into()), v(1, 1));
+        a.merge(b"k", Some(b"new".into()), v(2, 1));
+        b.merge(b"k", Some(b"new".into()), v(2, 1));
+        assert!(!b.merge(b"k", Some(b"old".into()), v(1, 1)));
+        assert_eq!(a.get(b"k"), Some(b"new".into()));
+        assert_eq!(b.get(b"k"), Some(b"new".into()));
         assert_eq!(a.root_hash(), b.root_hash());
     }
 
     #[test]
     fn node_id_breaks_timestamp_ties() {
         let s = Store::new();
-        s.merge(b"k", Some(b"from-2".to_vec()), v(5, 2));
-        assert!(!s.merge(b"k", Some(b"from-1".to_vec()), v(5, 1)));
-        assert_eq!(s.get(b"k"), Some(b"from-2".to_vec()));
+        s.merge(b"k", Some(b"from-2".into()), v(5, 2));
+        assert!(!s.merge(b"k", Some(b"from-1".into()), v(5, 1)));
+        assert_eq!(s.get(b"k"), Some(b"from-2".into()));
     }
 
     #[test]
     fn merge_is_idempotent() {
         let s = Store::new();
-        assert!(s.merge(b"k", Some(b"x".to_vec()), v(3, 1)));
+        assert!(s.merge(b"k", Some(b"x".into()), v(3, 1)));
         let h = s.root_hash();
-        assert!(!s.merge(b"k", Some(b"x".to_vec()), v(3, 1)));
+        assert!(!s.merge(b"k", Some(b"x".into()), v(3, 1)));
         assert_eq!(s.root_hash(), h);
     }
 
     #[test]
     fn tombstone_hides_value_and_beats_older_writes() {
         let s = Store::new();
-        s.merge(b"k", Some(b"x".to_vec()), v(1, 1));
+        s.merge(b"k", Some(b"x".into()), v(1, 1));
         s.merge(b"k", None, v(2, 1));
         assert_eq!(s.get(b"k"), None);
-        assert!(!s.merge(b"k", Some(b"late".to_vec()), v(1, 9)));
+        assert!(!s.merge(b"k", Some(b"late".into()), v(1, 9)));
         assert_eq!(s.get(b"k"), None);
         assert_eq!(
             s.stats(),
@@ -447,11 +472,11 @@ mod tests {
     fn digest_tracks_contents_not_history() {
         let a = Store::new();
         let b = Store::new();
-        a.merge(b"k", Some(b"1".to_vec()), v(1, 1));
-        a.merge(b"k", Some(b"2".to_vec()), v(2, 1));
-        b.merge(b"k", Some(b"2".to_vec()), v(2, 1));
+        a.merge(b"k", Some(b"1".into()), v(1, 1));
+        a.merge(b"k", Some(b"2".into()), v(2, 1));
+        b.merge(b"k", Some(b"2".into()), v(2, 1));
         assert_eq!(a.bucket_hashes(), b.bucket_hashes());
-        b.merge(b"j", Some(b"3".to_vec()), v(3, 1));
+        b.merge(b"j", Some(b"3".into()), v(3, 1));
         assert_ne!(a.root_hash(), b.root_hash());
         let differing: Vec<usize> = a
             .bucket_hashes()
@@ -467,14 +492,14 @@ mod tests {
     #[test]
     fn update_sees_current_value_and_reports_the_write() {
         let s = Store::new();
-        s.merge(b"k", Some(b"ab".to_vec()), v(1, 1));
+        s.merge(b"k", Some(b"ab".into()), v(1, 1));
         let (old, written) = s.update(b"k", v(2, 1), |cur| {
             let mut next = cur.unwrap().to_vec();
             next.extend_from_slice(b"cd");
-            (Some(Change::Set(next)), cur.map(<[u8]>::len))
+            (Some(Change::Set(next.into())), cur.map(<[u8]>::len))
         });
         assert_eq!(old, Some(2));
-        assert_eq!(written.unwrap().value, Some(b"abcd".to_vec()));
+        assert_eq!(written.unwrap().value, Some(b"abcd".into()));
         let (_, none) = s.update(b"k", v(3, 1), |_| (None, ()));
         assert!(none.is_none());
         assert_eq!(s.entry(b"k").unwrap().version, v(2, 1));
@@ -485,7 +510,7 @@ mod tests {
         let s = Store::new();
         s.merge(b"old", None, v(10, 1));
         s.merge(b"new", None, v(100, 1));
-        s.merge(b"live", Some(b"x".to_vec()), v(1, 1));
+        s.merge(b"live", Some(b"x".into()), v(1, 1));
         let before = s.root_hash();
         assert_eq!(s.collect_tombstones(50), 1);
         assert_ne!(s.root_hash(), before);
@@ -504,7 +529,7 @@ mod tests {
     fn scan_visits_every_live_key_once() {
         let s = Store::new();
         for i in 0..500u32 {
-            s.merge(i.to_string().as_bytes(), Some(vec![1]), v(1, 1));
+            s.merge(i.to_string().as_bytes(), Some(b"1".into()), v(1, 1));
         }
         s.merge(b"gone", None, v(2, 1));
         let mut seen = Vec::new();
@@ -520,5 +545,28 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 500);
+    }
+
+    #[test]
+    fn bucket_placement_is_part_of_the_protocol() {
+        // Every node must put a key in the same bucket, whatever its build:
+        // if this changes, bump the wire protocol version.
+        let placed: Vec<usize> = [&b""[..], b"a", b"user:42", b"key:000000012345"]
+            .iter()
+            .map(|k| bucket_of(k))
+            .collect();
+        assert_eq!(placed, [0, 227, 404, 94]);
+        assert_eq!(bucket_of(b"a long key that spans several words"), 965);
+    }
+
+    #[test]
+    fn similar_keys_spread_over_all_buckets() {
+        let mut count = vec![0usize; BUCKETS];
+        for i in 0..100_000 {
+            count[bucket_of(format!("key:{i:012}").as_bytes())] += 1;
+        }
+        // About 98 per bucket; a poor mix leaves buckets empty or crowded.
+        let (min, max) = (count.iter().min().unwrap(), count.iter().max().unwrap());
+        assert!(*min > 50 && *max < 150, "bucket sizes from {min} to {max}");
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use piccolo::blob::Blob;
 use piccolo::replication::wire::{FRAME_HEADER, decode, encode_frame};
 use piccolo::replication::{Message, Output, ReplicationConfig, Replicator, Update, hlc};
 use piccolo::store::{BUCKETS, Change, Entry, NodeId, Store, Version};
@@ -348,7 +349,7 @@ impl Sim {
             Change::Delete
         } else {
             // Unique values, so a version always maps to one value.
-            Change::Set(format!("v{}", self.rng.next()).into_bytes())
+            Change::Set(format!("v{}", self.rng.next()).as_str().into())
         };
         let mut out = Vec::new();
         self.nodes[i]
@@ -431,13 +432,13 @@ impl Sim {
     }
 }
 
-fn contents(s: &Store) -> Vec<(Vec<u8>, Entry)> {
+fn contents(s: &Store) -> Vec<(Blob, Entry)> {
     let mut all: Vec<_> = (0..BUCKETS).flat_map(|b| s.bucket_entries(b)).collect();
     all.sort_by(|x, y| x.0.cmp(&y.0));
     all
 }
 
-fn live(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn live(s: &Store) -> Vec<(Blob, Blob)> {
     contents(s)
         .into_iter()
         .filter_map(|(k, e)| e.value.map(|v| (k, v)))
@@ -542,7 +543,7 @@ fn run(seed: u64, n: usize) -> (u64, usize) {
     let entries = contents(sim.nodes[0].rep.store());
     assert_eq!(entries.len(), expected.len(), "{ctx}");
     for (k, e) in &entries {
-        assert_eq!(&expected[k], e, "{ctx}: key {k:?}");
+        assert_eq!(&expected[&k[..]], e, "{ctx}: key {k:?}");
         let w = &sim.writes[&e.version];
         assert_eq!((&w.key, &w.value), (k, &e.value), "{ctx}: invented data");
         for node in &sim.nodes {
@@ -613,7 +614,7 @@ fn a_chain_converges_by_forwarding_alone() {
     }
     let write = |sim: &mut Sim, i: usize, key: &[u8], value: Option<&[u8]>| {
         let change = match value {
-            Some(v) => Change::Set(v.to_vec()),
+            Some(v) => Change::Set(v.into()),
             None => Change::Delete,
         };
         let mut out = Vec::new();
@@ -630,9 +631,9 @@ fn a_chain_converges_by_forwarding_alone() {
     write(&mut sim, 2, b"from-b", Some(b"4"));
     for node in &sim.nodes {
         let s = node.rep.store();
-        assert_eq!(s.get(b"from-a"), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"from-a"), Some(b"1".into()));
         assert_eq!(s.get(b"from-c"), None);
-        assert_eq!(s.get(b"from-b"), Some(b"4".to_vec()));
+        assert_eq!(s.get(b"from-b"), Some(b"4".into()));
         assert_eq!(node.rep.stats().sync_rounds, 0, "no anti-entropy ran");
     }
     assert_identical(&sim, "chain");
@@ -655,7 +656,7 @@ fn a_node_that_missed_100k_writes_catches_up_fast() {
             let mut out = Vec::new();
             sim.nodes[full].rep.local_write(
                 format!("key:{i:08}").as_bytes(),
-                |_| (Some(Change::Set(vec![b'x'; 64])), ()),
+                |_| (Some(Change::Set(vec![b'x'; 64].into())), ()),
                 &mut out,
             );
         }
@@ -694,9 +695,9 @@ fn arb_updates() -> impl Strategy<Value = Vec<Update>> {
     proptest::collection::vec((0u8..4, 0u64..6, 0u64..3), 1..30).prop_map(|raw| {
         raw.into_iter()
             .map(|(k, ts, node)| Update {
-                key: vec![b'k', k],
+                key: [b'k', k][..].into(),
                 value: (!(ts + node + k as u64).is_multiple_of(3))
-                    .then(|| vec![ts as u8, node as u8, k]),
+                    .then(|| [ts as u8, node as u8, k][..].into()),
                 version: Version {
                     ts: hlc::from_ms(START_MS) + ts,
                     node,

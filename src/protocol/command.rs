@@ -398,7 +398,7 @@ pub fn apply(
                         Some(only_if_absent) => cur.is_none() == only_if_absent,
                     };
                     let old = if get { cur.map(<[u8]>::to_vec) } else { None };
-                    (allowed.then_some(Change::Set(value)), (allowed, old))
+                    (allowed.then_some(Change::Set(value.into())), (allowed, old))
                 },
                 outputs,
             );
@@ -413,7 +413,7 @@ pub fn apply(
                 &key,
                 |cur| match cur {
                     Some(_) => (None, false),
-                    None => (Some(Change::Set(value)), true),
+                    None => (Some(Change::Set(value.into())), true),
                 },
                 outputs,
             );
@@ -422,7 +422,7 @@ pub fn apply(
         Command::GetSet { key, value } => {
             let old = rep.local_write(
                 &key,
-                |cur| (Some(Change::Set(value)), cur.map(<[u8]>::to_vec)),
+                |cur| (Some(Change::Set(value.into())), cur.map(<[u8]>::to_vec)),
                 outputs,
             );
             match old {
@@ -437,7 +437,7 @@ pub fn apply(
                     let mut next = cur.map(<[u8]>::to_vec).unwrap_or_default();
                     next.extend_from_slice(&value);
                     let len = next.len();
-                    (Some(Change::Set(next)), len)
+                    (Some(Change::Set(next.into())), len)
                 },
                 outputs,
             );
@@ -470,7 +470,7 @@ pub fn apply(
         }
         Command::MSet { pairs } => {
             for (k, v) in pairs {
-                rep.local_write(&k, |_| (Some(Change::Set(v)), ()), outputs);
+                rep.local_write(&k, |_| (Some(Change::Set(v.into())), ()), outputs);
             }
             reply.status("OK");
         }

@@ -312,7 +312,7 @@ impl Replicator {
             out.push(Output::Broadcast {
                 except: None,
                 msg: Message::Updates(vec![Update {
-                    key: key.to_vec(),
+                    key: key.into(),
                     value: entry.value,
                     version: entry.version,
                 }]),
@@ -490,6 +490,7 @@ impl Replicator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::Blob;
 
     use std::sync::atomic::AtomicU64;
 
@@ -517,7 +518,7 @@ mod tests {
 
     fn set(r: &Replicator, key: &[u8], value: &[u8]) -> Vec<Output> {
         let mut out = Vec::new();
-        r.local_write(key, |_| (Some(Change::Set(value.to_vec())), ()), &mut out);
+        r.local_write(key, |_| (Some(Change::Set(value.into())), ()), &mut out);
         out
     }
 
@@ -562,7 +563,7 @@ mod tests {
         log
     }
 
-    fn contents(s: &Store) -> Vec<(Vec<u8>, crate::store::Entry)> {
+    fn contents(s: &Store) -> Vec<(Blob, crate::store::Entry)> {
         let mut all: Vec<_> = (0..BUCKETS).flat_map(|b| s.bucket_entries(b)).collect();
         all.sort_by(|x, y| x.0.cmp(&y.0));
         all
@@ -589,7 +590,7 @@ mod tests {
         assert_eq!(u[0].key, b"k");
         assert_eq!(u[0].value.as_deref(), Some(&b"v"[..]));
         assert_eq!(u[0].version.node, A);
-        assert_eq!(a.rep.store().get(b"k"), Some(b"v".to_vec()));
+        assert_eq!(a.rep.store().get(b"k"), Some(b"v".into()));
         assert_eq!(a.rep.stats().updates_sent, 1);
     }
 
@@ -598,7 +599,7 @@ mod tests {
         let a = node(A, ReplicationConfig::default());
         a.rep.set_pushing(false);
         assert!(set(&a.rep, b"k", b"v").is_empty());
-        assert_eq!(a.rep.store().get(b"k"), Some(b"v".to_vec()));
+        assert_eq!(a.rep.store().get(b"k"), Some(b"v".into()));
         assert_eq!(a.rep.stats().updates_sent, 0);
         a.rep.set_pushing(true);
         assert_eq!(updates(&set(&a.rep, b"k", b"w")).len(), 1);
@@ -671,15 +672,15 @@ mod tests {
         a.rep.handle(
             B,
             Message::Updates(vec![Update {
-                key: b"k".to_vec(),
-                value: Some(b"remote".to_vec()),
+                key: b"k".into(),
+                value: Some(b"remote".into()),
                 version: ahead,
             }]),
             &mut out,
         );
         let u = updates(&set(&a.rep, b"k", b"local"));
         assert!(u[0].version > ahead);
-        assert_eq!(a.rep.store().get(b"k"), Some(b"local".to_vec()));
+        assert_eq!(a.rep.store().get(b"k"), Some(b"local".into()));
         // Even on another key: the clock observed the peer's reading.
         let u = updates(&set(&a.rep, b"j", b"x"));
         assert!(u[0].version > ahead);
@@ -699,15 +700,18 @@ mod tests {
                     let key = [(i % 4) as u8];
                     let mut out = Vec::new();
                     if t == 0 {
-                        a.rep
-                            .local_write(&key, |_| (Some(Change::Set(vec![1])), ()), &mut out);
+                        a.rep.local_write(
+                            &key,
+                            |_| (Some(Change::Set(b"\x01".into())), ()),
+                            &mut out,
+                        );
                     } else {
                         let ts = hlc::from_ms(1_000_000 + i);
                         a.rep.handle(
                             B,
                             Message::Updates(vec![Update {
-                                key: key.to_vec(),
-                                value: Some(vec![2]),
+                                key: (&key).into(),
+                                value: Some(b"\x02".into()),
                                 version: Version { ts, node: B },
                             }]),
                             &mut out,
@@ -734,7 +738,7 @@ mod tests {
             node: B,
         };
         let tomb = |key: &[u8]| Update {
-            key: key.to_vec(),
+            key: key.into(),
             value: None,
             version: old,
         };
@@ -746,7 +750,7 @@ mod tests {
         // But it still deletes an older value we hold.
         a.rep.store().merge(
             b"held",
-            Some(b"stale".to_vec()),
+            Some(b"stale".into()),
             Version {
                 ts: hlc::from_ms(now - 9000),
                 node: B,
@@ -773,7 +777,7 @@ mod tests {
         a.now.fetch_add(1001, Ordering::Relaxed);
         a.rep.tick(&[], &mut out);
         assert!(a.rep.store().entry(b"dead").is_none());
-        assert_eq!(a.rep.store().get(b"live"), Some(b"1".to_vec()));
+        assert_eq!(a.rep.store().get(b"live"), Some(b"1".into()));
         assert_eq!(a.rep.stats().tombstones_collected, 1);
         assert!(out.is_empty());
     }
@@ -931,7 +935,7 @@ mod tests {
         );
         assert_eq!(a.rep.store().root_hash(), b.rep.store().root_hash());
         assert_eq!(contents(a.rep.store()), contents(b.rep.store()));
-        assert_eq!(a.rep.store().get(b"both"), Some(b"new".to_vec()));
+        assert_eq!(a.rep.store().get(b"both"), Some(b"new".into()));
         assert_eq!(a.rep.stats().repaired, 3);
         assert_eq!(b.rep.stats().repaired, 1);
         assert!(a.rep.tallies().is_empty(), "the round completed");

@@ -7,12 +7,13 @@
 use log::{debug, info};
 
 use super::{BucketVersions, CATCH_UP_BUCKETS, Message, Output, Replicator, Tally, Update, bump};
+use crate::blob::Blob;
 use crate::store::{BUCKETS, NodeId, Version};
 use std::collections::HashMap;
 
 impl Replicator {
     /// The entry stored for `key` now, as an update to send.
-    fn current(&self, key: Vec<u8>) -> Option<Update> {
+    fn current(&self, key: Blob) -> Option<Update> {
         let e = self.store.entry(&key)?;
         Some(Update {
             key,
@@ -109,7 +110,7 @@ impl Replicator {
             if bucket >= BUCKETS {
                 continue;
             }
-            let mut theirs: HashMap<Vec<u8>, Version> = listing.versions.into_iter().collect();
+            let mut theirs: HashMap<Blob, Version> = listing.versions.into_iter().collect();
             for (key, ours) in self.store.bucket_versions(bucket) {
                 match theirs.remove(&key) {
                     Some(v) if v == ours => {}
@@ -168,7 +169,7 @@ impl Replicator {
     pub(super) fn on_sync_request(
         &self,
         from: NodeId,
-        keys: Vec<Vec<u8>>,
+        keys: Vec<Blob>,
         last: bool,
         out: &mut Vec<Output>,
     ) {

@@ -51,6 +51,7 @@
 use std::fmt;
 use std::io::Read;
 
+use crate::blob::Blob;
 use crate::store::{NodeId, Version};
 
 /// First bytes of every peer connection. The leading NUL tells the listener
@@ -60,7 +61,7 @@ pub const MAGIC: [u8; 8] = *b"\0PICCOLO";
 
 /// Version of this wire format. Bump it on any incompatible change; peers with
 /// a different version refuse the link after the hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Longest `cluster` or `addr` string a hello may carry.
 pub const MAX_SHORT_STRING: usize = 255;
@@ -145,9 +146,9 @@ impl Hello {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
     /// The key written.
-    pub key: Vec<u8>,
+    pub key: Blob,
     /// The value, or `None` for a delete (a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Blob>,
     /// The version of the write; merging keeps the highest.
     pub version: Version,
 }
@@ -179,7 +180,7 @@ pub struct BucketVersions {
     /// Every `(key, version)` of the bucket, tombstones included. The list is
     /// always complete: the receiver reads a key missing from it as "the
     /// sender does not have this key".
-    pub versions: Vec<(Vec<u8>, Version)>,
+    pub versions: Vec<(Blob, Version)>,
 }
 
 impl BucketVersions {
@@ -232,7 +233,7 @@ pub enum Message {
     /// receiver answers with `SyncEntries`.
     SyncRequest {
         /// Keys wanted.
-        keys: Vec<Vec<u8>>,
+        keys: Vec<Blob>,
         /// True on the last request of the round; it follows every
         /// `SyncEntries` the requester pushed in this round.
         last: bool,
@@ -527,9 +528,9 @@ impl<'a> Cursor<'a> {
         Ok(n)
     }
 
-    fn bytes(&mut self) -> Result<Vec<u8>, WireError> {
+    fn bytes(&mut self) -> Result<Blob, WireError> {
         let n = self.u32()? as usize;
-        Ok(self.take(n)?.to_vec())
+        Ok(Blob::from(self.take(n)?))
     }
 
     fn short_str(&mut self) -> Result<String, WireError> {
@@ -599,12 +600,12 @@ mod tests {
             Message::Ping,
             Message::Updates(vec![
                 Update {
-                    key: b"k".to_vec(),
-                    value: Some(b"v".to_vec()),
+                    key: b"k".into(),
+                    value: Some(vec![b'v'; 100].into()),
                     version: v(1, 2),
                 },
                 Update {
-                    key: vec![],
+                    key: Blob::new(),
                     value: None,
                     version: v(u64::MAX, 0),
                 },
@@ -622,7 +623,7 @@ mod tests {
                 buckets: vec![
                     BucketVersions {
                         bucket: 3,
-                        versions: vec![(b"a".to_vec(), v(5, 6))],
+                        versions: vec![(b"a".into(), v(5, 6))],
                     },
                     BucketVersions {
                         bucket: 1023,
@@ -632,7 +633,7 @@ mod tests {
                 last: true,
             },
             Message::SyncRequest {
-                keys: vec![b"a".to_vec(), vec![]],
+                keys: vec![b"a".into(), Blob::new()],
                 last: false,
             },
             Message::SyncEntries(vec![]),
@@ -747,8 +748,8 @@ mod tests {
     fn encoding_100k_updates_is_fast() {
         let updates: Vec<Update> = (0..100_000u64)
             .map(|i| Update {
-                key: format!("key:{i:08}").into_bytes(),
-                value: Some(vec![b'x'; 32]),
+                key: format!("key:{i:08}").as_str().into(),
+                value: Some(vec![b'x'; 32].into()),
                 version: v(i << 16, 1),
             })
             .collect();
@@ -768,8 +769,9 @@ mod tests {
         (any::<u64>(), any::<u64>()).prop_map(|(ts, node)| Version { ts, node })
     }
 
-    fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(any::<u8>(), 0..16)
+    /// Short enough to be kept inline, or not.
+    fn arb_bytes() -> impl Strategy<Value = Blob> {
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(Blob::from)
     }
 
     fn arb_update() -> impl Strategy<Value = Update> {

@@ -163,7 +163,7 @@ fn serve_text(
 ) -> std::io::Result<()> {
     let mut codec = LineCodec::new(limits.max_line_bytes);
     let mut pending = Pending::default();
-    let mut fair = super::Fair::new();
+    let mut fair = super::Fair::waiting();
     // Errors about a line that has no end yet follow the last line ending
     // seen.
     let mut crlf = false;
@@ -221,7 +221,7 @@ fn serve_resp(
         .saturating_mul(2)
         .saturating_add(64 * 1024);
     let mut pending = Pending::default();
-    let mut fair = super::Fair::new();
+    let mut fair = super::Fair::waiting();
     // Remembers how far an incomplete frame was checked, so that a frame of
     // many small elements arriving in small reads is parsed in linear time.
     let mut progress = ParseProgress::default();
@@ -295,6 +295,11 @@ impl Buffer {
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
         &self.data[self.start..self.end]
+    }
+
+    /// True when the buffer has no room left: the last read filled it.
+    pub fn is_full(&self) -> bool {
+        self.end == self.data.len()
     }
 
     /// Drops `n` bytes from the front.

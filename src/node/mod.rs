@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
+use may::io::WaitIo;
+use may::net::TcpStream;
 
 use crate::config::{Config, LiveConfig};
 use crate::membership::Members;
@@ -184,8 +186,17 @@ impl Host for Node {
 /// coroutine is simply run again. So a connection that has read without
 /// blocking for [`Fair::STREAK`] sleeps for a moment, which empties the run
 /// queue and lets the worker poll.
+///
+/// A `Fair` made with [`Fair::waiting`] also saves a system call per request
+/// on a connection that sends a request, waits for the answer, then sends
+/// the next (a client without pipelining): a read that left the socket empty
+/// is followed by waiting for may to report new bytes, rather than by a
+/// read that would fail and then wait. Such a wait has no timeout, so links,
+/// whose reads must time out, use [`Fair::new`].
 pub struct Fair {
     streak: Instant,
+    wait_when_drained: bool,
+    drained: bool,
 }
 
 impl Default for Fair {
@@ -200,10 +211,22 @@ impl Fair {
     /// A read that took this long blocked, which ends a streak.
     const BLOCKED: Duration = Duration::from_micros(200);
 
-    /// A fresh streak.
+    /// A fresh streak, for a stream whose reads may time out: every read
+    /// tries the socket first.
     pub fn new() -> Self {
         Fair {
             streak: Instant::now(),
+            wait_when_drained: false,
+            drained: false,
+        }
+    }
+
+    /// A fresh streak, for a stream without a read timeout: after a read
+    /// that emptied the socket, the next one waits for bytes first.
+    pub fn waiting() -> Self {
+        Fair {
+            wait_when_drained: true,
+            ..Self::new()
         }
     }
 
@@ -212,7 +235,7 @@ impl Fair {
     pub fn fill(
         &mut self,
         buf: &mut client::Buffer,
-        stream: &mut impl std::io::Read,
+        stream: &mut TcpStream,
         max: usize,
     ) -> std::io::Result<usize> {
         if self.streak.elapsed() > Self::STREAK {
@@ -224,7 +247,12 @@ impl Fair {
             self.streak = Instant::now();
         }
         let started = Instant::now();
+        if self.drained {
+            stream.wait_io();
+        }
         let n = buf.fill(stream, max)?;
+        // A read that did not fill the room it was given emptied the socket.
+        self.drained = self.wait_when_drained && n > 0 && !buf.is_full();
         if started.elapsed() > Self::BLOCKED {
             self.streak = Instant::now();
         }

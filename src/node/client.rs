@@ -259,13 +259,21 @@ fn serve_resp(
 }
 
 /// A read buffer that reuses its memory: bytes are consumed from the front
-/// and read in at the back, and the buffer grows only when one request
-/// needs more room.
+/// and read in at the back. It starts small, so that idle connections stay
+/// cheap, and grows when one request needs more room, or when reads keep
+/// filling it (a deep pipeline, a peer streaming updates), up to
+/// [`READ_AHEAD`], so that such a stream is read in large pieces rather
+/// than a kilobyte per system call.
 pub struct Buffer {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled all the room it was given: more was waiting.
+    filled: bool,
 }
+
+/// Size up to which a buffer grows because reads keep filling it.
+pub const READ_AHEAD: usize = 64 * 1024;
 
 impl Default for Buffer {
     fn default() -> Self {
@@ -280,6 +288,7 @@ impl Buffer {
             data: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
+            filled: false,
         }
     }
 
@@ -297,9 +306,10 @@ impl Buffer {
         &self.data[self.start..self.end]
     }
 
-    /// True when the buffer has no room left: the last read filled it.
-    pub fn is_full(&self) -> bool {
-        self.end == self.data.len()
+    /// True when the last read filled all the room it was given, so the
+    /// socket may hold more.
+    pub fn filled(&self) -> bool {
+        self.filled
     }
 
     /// Drops `n` bytes from the front.
@@ -309,8 +319,11 @@ impl Buffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // Give back the room a large request needed.
-            if self.data.len() > 64 * 1024 {
+            // Give back the room a large request needed, or read-ahead
+            // room once the stream has calmed down (the last read did not
+            // fill it), so that a connection gone idle is cheap again.
+            let calm = !self.filled && self.data.len() > INITIAL_BUFFER;
+            if self.data.len() > READ_AHEAD || calm {
                 self.data = vec![0; INITIAL_BUFFER];
             }
         }
@@ -325,13 +338,17 @@ impl Buffer {
                 self.data.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-            } else {
+            }
+            let read_ahead = self.filled && self.data.len() < READ_AHEAD;
+            if self.end == self.data.len() || read_ahead {
                 let grown = (self.data.len() * 2).min(max.max(self.data.len() + 1));
                 self.data.resize(grown, 0);
             }
         }
+        let room = self.data.len() - self.end;
         let n = r.read(&mut self.data[self.end..])?;
         self.end += n;
+        self.filled = n == room;
         Ok(n)
     }
 }
@@ -356,6 +373,29 @@ mod tests {
         let mut more: &[u8] = b"abc";
         b.fill(&mut more, 10_000).unwrap();
         assert_eq!(b.data(), b"abc");
+    }
+
+    #[test]
+    fn buffer_grows_while_reads_fill_it_and_shrinks_when_drained() {
+        let mut b = Buffer::new();
+        let mut src: &[u8] = &[5u8; 1 << 20];
+        let mut sizes = Vec::new();
+        for _ in 0..12 {
+            let n = b.fill(&mut src, usize::MAX).unwrap();
+            sizes.push(n);
+            // A reader that consumes everything but a partial request.
+            let keep = b.data().len().min(10);
+            b.consume(b.data().len() - keep);
+        }
+        assert!(sizes.windows(2).take(6).all(|w| w[1] > w[0]), "{sizes:?}");
+        assert!(b.data.len() <= 2 * READ_AHEAD, "{}", b.data.len());
+        // A short read means the stream calmed down: once drained, the
+        // buffer is back to its first size.
+        let mut short: &[u8] = b"tail";
+        b.fill(&mut short, usize::MAX).unwrap();
+        assert!(!b.filled());
+        b.consume(b.data().len());
+        assert_eq!(b.data.len(), INITIAL_BUFFER);
     }
 
     #[test]

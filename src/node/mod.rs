@@ -252,7 +252,7 @@ impl Fair {
         }
         let n = buf.fill(stream, max)?;
         // A read that did not fill the room it was given emptied the socket.
-        self.drained = self.wait_when_drained && n > 0 && !buf.is_full();
+        self.drained = self.wait_when_drained && n > 0 && !buf.filled();
         if started.elapsed() > Self::BLOCKED {
             self.streak = Instant::now();
         }

@@ -85,6 +85,8 @@ struct Shard {
     sum: Summary,
 }
 
+const _: () = assert!(size_of::<(Blob, Entry)>() == 64);
+
 /// What a shard keeps about its entries besides the entries themselves,
 /// updated as entries come and go. Kept apart from the map so that both can
 /// be borrowed at once while an entry is replaced in place.

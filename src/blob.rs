@@ -79,12 +79,6 @@ impl std::borrow::Borrow<[u8]> for Blob {
     }
 }
 
-impl AsRef<[u8]> for Blob {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
 impl From<&[u8]> for Blob {
     fn from(s: &[u8]) -> Self {
         if s.len() <= Self::INLINE {
@@ -131,12 +125,6 @@ impl PartialEq for Blob {
 }
 
 impl Eq for Blob {}
-
-impl PartialEq<[u8]> for Blob {
-    fn eq(&self, other: &[u8]) -> bool {
-        self[..] == *other
-    }
-}
 
 impl<const N: usize> PartialEq<&[u8; N]> for Blob {
     fn eq(&self, other: &&[u8; N]) -> bool {

@@ -160,10 +160,7 @@ impl Store {
 
     /// A copy of the live value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Blob> {
-        read(self.shard(key).0)
-            .map
-            .get(key)
-            .and_then(|e| e.value.clone())
+        self.entry(key)?.value
     }
 
     /// The entry for `key`, tombstones included.

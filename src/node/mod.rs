@@ -292,6 +292,10 @@ pub fn run(
         .set_stack_size(STACK_WORDS)
         .set_pool_capacity(POOL_CAPACITY)
         .set_workers(config.runtime.effective_workers());
+    // may pins worker i to core i by default, so every node on a machine
+    // (and every single-worker node) would crowd onto core 0 while the
+    // other cores idle. Let the kernel place the workers.
+    may::config().set_worker_pin(false);
 
     let (listener, addr) = listener::bind_with_probing(&config)?;
     crate::logging::set_node_name(&addr.to_string());

@@ -120,12 +120,15 @@ impl Node {
                     except: None,
                     msg: Message::Updates(updates),
                 } => {
-                    local_bytes += updates.iter().map(Update::wire_len).sum::<usize>();
-                    local.extend(updates);
-                    if local_bytes >= MAX_UPDATES_BATCH {
-                        self.links
-                            .broadcast(None, &Message::Updates(std::mem::take(&mut local)));
-                        local_bytes = 0;
+                    local.reserve(updates.len());
+                    for update in updates {
+                        local_bytes += update.wire_len();
+                        local.push(update);
+                        if local_bytes >= MAX_UPDATES_BATCH {
+                            self.links
+                                .broadcast(None, &Message::Updates(std::mem::take(&mut local)));
+                            local_bytes = 0;
+                        }
                     }
                 }
                 other => {

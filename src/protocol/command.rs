@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::blob::Blob;
 use crate::replication::{Output, Replicator};
 use crate::store::Change;
 
@@ -17,40 +18,40 @@ use super::reply::Reply;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `GET key`: the value, or nil.
-    Get { key: Vec<u8> },
+    Get { key: Blob },
     /// `SET key value [NX|XX] [GET]` (text: `PUT key value`).
     Set {
-        key: Vec<u8>,
-        value: Vec<u8>,
+        key: Blob,
+        value: Blob,
         /// `Some(true)`: only if absent (NX); `Some(false)`: only if present (XX).
         condition: Option<bool>,
         /// Answer with the previous value instead of OK.
         get: bool,
     },
     /// `SETNX key value`: 1 if set, 0 if the key existed.
-    SetNx { key: Vec<u8>, value: Vec<u8> },
+    SetNx { key: Blob, value: Blob },
     /// `GETSET key value`: set, answer the previous value.
-    GetSet { key: Vec<u8>, value: Vec<u8> },
+    GetSet { key: Blob, value: Blob },
     /// `APPEND key value`: the new length.
-    Append { key: Vec<u8>, value: Vec<u8> },
+    Append { key: Blob, value: Blob },
     /// `CLEAR key` (text protocol): delete, answer OK.
-    Clear { key: Vec<u8> },
+    Clear { key: Blob },
     /// `DEL key [key ...]`: the number of keys deleted.
-    Del { keys: Vec<Vec<u8>> },
+    Del { keys: Vec<Blob> },
     /// `EXISTS key [key ...]`: how many of them exist.
-    Exists { keys: Vec<Vec<u8>> },
+    Exists { keys: Vec<Blob> },
     /// `MGET key [key ...]`: a list of values or nils.
-    MGet { keys: Vec<Vec<u8>> },
+    MGet { keys: Vec<Blob> },
     /// `MSET key value [key value ...]`: OK.
-    MSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
+    MSet { pairs: Vec<(Blob, Blob)> },
     /// `STRLEN key`: the value's length, 0 when absent.
-    StrLen { key: Vec<u8> },
+    StrLen { key: Blob },
     /// `KEYS pattern`: every live key matching a glob.
-    Keys { pattern: Vec<u8> },
+    Keys { pattern: Blob },
     /// `SCAN cursor [MATCH pattern] [COUNT n]`: a page of keys.
     Scan {
         cursor: u64,
-        pattern: Option<Vec<u8>>,
+        pattern: Option<Blob>,
         count: usize,
     },
     /// `DBSIZE`: the number of live keys.
@@ -60,9 +61,9 @@ pub enum Command {
     /// `PEERS`: the known members, their state and link status.
     Peers,
     /// `PING [message]`.
-    Ping { msg: Option<Vec<u8>> },
+    Ping { msg: Option<Blob> },
     /// `ECHO message`.
-    Echo { msg: Vec<u8> },
+    Echo { msg: Blob },
     /// `SELECT db`: only database 0 exists.
     Select { db: i64 },
     /// `QUIT`.
@@ -73,7 +74,7 @@ pub enum Command {
     /// back to their built-in one.
     CommandInfo,
     /// `CONFIG GET parameter`: the few values clients ask for.
-    ConfigGet { parameter: Vec<u8> },
+    ConfigGet { parameter: Blob },
     /// `CLIENT subcommand ...`: accepted so client libraries start cleanly.
     Client { sub: String },
 }
@@ -122,16 +123,16 @@ pub struct Args<'a, A> {
 
 impl<A: AsRef<[u8]>> Args<'_, A> {
     /// The next argument, or an arity error when there is none.
-    pub fn next_bytes(&mut self) -> Result<Vec<u8>, CommandError> {
+    pub fn next_bytes(&mut self) -> Result<Blob, CommandError> {
         self.rest
             .next()
-            .map(|a| a.as_ref().to_vec())
+            .map(|a| a.as_ref().into())
             .ok_or_else(|| CommandError::arity(self.name))
     }
 
     /// The next argument, if any.
-    pub fn next_optional(&mut self) -> Option<Vec<u8>> {
-        self.rest.next().map(|a| a.as_ref().to_vec())
+    pub fn next_optional(&mut self) -> Option<Blob> {
+        self.rest.next().map(|a| a.as_ref().into())
     }
 
     /// The next argument as an integer.
@@ -141,8 +142,8 @@ impl<A: AsRef<[u8]>> Args<'_, A> {
     }
 
     /// Every remaining argument; at least one.
-    pub fn rest_at_least_one(&mut self) -> Result<Vec<Vec<u8>>, CommandError> {
-        let all: Vec<Vec<u8>> = self.rest.by_ref().map(|a| a.as_ref().to_vec()).collect();
+    pub fn rest_at_least_one(&mut self) -> Result<Vec<Blob>, CommandError> {
+        let all: Vec<Blob> = self.rest.by_ref().map(|a| a.as_ref().into()).collect();
         if all.is_empty() {
             return Err(CommandError::arity(self.name));
         }
@@ -180,8 +181,10 @@ impl Command {
             return Err(CommandError::Empty);
         };
         let raw_name = raw_name.as_ref();
-        let lower = raw_name.to_ascii_lowercase();
-        let Some(&name) = NAMES.iter().find(|n| n.as_bytes() == lower.as_slice()) else {
+        let Some(&name) = NAMES
+            .iter()
+            .find(|n| n.as_bytes().eq_ignore_ascii_case(raw_name))
+        else {
             return Err(CommandError::Unknown(printable(raw_name)));
         };
         let mut a = Args {
@@ -215,15 +218,14 @@ impl Command {
                 keys: a.rest_at_least_one()?,
             },
             "mset" => {
-                let flat = a.rest_at_least_one()?;
-                if flat.len() % 2 != 0 {
+                if rest.is_empty() || rest.len() % 2 != 0 {
                     return Err(CommandError::arity("mset"));
                 }
-                let mut pairs = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
+                let pairs = rest
+                    .chunks_exact(2)
+                    .map(|kv| (kv[0].as_ref().into(), kv[1].as_ref().into()))
+                    .collect();
+                a.rest.by_ref().for_each(drop);
                 Command::MSet { pairs }
             }
             "strlen" => Command::StrLen {
@@ -398,7 +400,7 @@ pub fn apply(
                         Some(only_if_absent) => cur.is_none() == only_if_absent,
                     };
                     let old = if get { cur.map(<[u8]>::to_vec) } else { None };
-                    (allowed.then_some(Change::Set(value.into())), (allowed, old))
+                    (allowed.then_some(Change::Set(value)), (allowed, old))
                 },
                 outputs,
             );
@@ -413,7 +415,7 @@ pub fn apply(
                 &key,
                 |cur| match cur {
                     Some(_) => (None, false),
-                    None => (Some(Change::Set(value.into())), true),
+                    None => (Some(Change::Set(value)), true),
                 },
                 outputs,
             );
@@ -422,7 +424,7 @@ pub fn apply(
         Command::GetSet { key, value } => {
             let old = rep.local_write(
                 &key,
-                |cur| (Some(Change::Set(value.into())), cur.map(<[u8]>::to_vec)),
+                |cur| (Some(Change::Set(value)), cur.map(<[u8]>::to_vec)),
                 outputs,
             );
             match old {
@@ -469,9 +471,7 @@ pub fn apply(
             reply.end_list();
         }
         Command::MSet { pairs } => {
-            for (k, v) in pairs {
-                rep.local_write(&k, |_| (Some(Change::Set(v.into())), ()), outputs);
-            }
+            rep.local_set_all(pairs, outputs);
             reply.status("OK");
         }
         Command::StrLen { key } => {
@@ -696,7 +696,7 @@ mod tests {
     fn names_are_case_insensitive() {
         assert_eq!(
             cmd(&["GeT", "k"]).unwrap(),
-            Command::Get { key: b"k".to_vec() }
+            Command::Get { key: b"k".into() }
         );
     }
 
@@ -729,8 +729,8 @@ mod tests {
         assert_eq!(
             cmd(&["set", "k", "v", "nx", "get"]).unwrap(),
             Command::Set {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
+                key: b"k".into(),
+                value: b"v".into(),
                 condition: Some(true),
                 get: true
             }
@@ -749,7 +749,7 @@ mod tests {
             cmd(&["scan", "5", "MATCH", "a*", "COUNT", "100"]).unwrap(),
             Command::Scan {
                 cursor: 5,
-                pattern: Some(b"a*".to_vec()),
+                pattern: Some(b"a*".into()),
                 count: 100
             }
         );
@@ -763,10 +763,7 @@ mod tests {
         assert_eq!(
             cmd(&["mset", "a", "1", "b", "2"]).unwrap(),
             Command::MSet {
-                pairs: vec![
-                    (b"a".to_vec(), b"1".to_vec()),
-                    (b"b".to_vec(), b"2".to_vec())
-                ]
+                pairs: vec![(b"a".into(), b"1".into()), (b"b".into(), b"2".into())]
             }
         );
     }

@@ -20,6 +20,7 @@
 //! turns it into a [`Command`].
 
 use super::command::{Command, CommandError};
+use crate::blob::Blob;
 
 /// What [`LineCodec::next`] found at the front of the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -116,8 +117,8 @@ impl LineCodec {
 /// assert_eq!(
 ///     cmd,
 ///     Command::Set {
-///         key: b"greeting".to_vec(),
-///         value: b"hello  world".to_vec(),
+///         key: b"greeting".into(),
+///         value: b"hello  world".into(),
 ///         condition: None,
 ///         get: false,
 ///     }
@@ -137,7 +138,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, CommandError> {
         b"put" | b"set" | b"setnx" | b"getset" | b"append" => {
             let (key, value) = key_and_value(rest)
                 .ok_or_else(|| CommandError::arity(&String::from_utf8_lossy(&name)))?;
-            let (key, value) = (key.to_vec(), value.to_vec());
+            let (key, value) = (Blob::from(key), Blob::from(value));
             Ok(match name.as_slice() {
                 b"setnx" => Command::SetNx { key, value },
                 b"getset" => Command::GetSet { key, value },
@@ -151,7 +152,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, CommandError> {
             })
         }
         b"clear" | b"del" => match words(rest).as_slice() {
-            [key] => Ok(Command::Clear { key: key.to_vec() }),
+            [key] => Ok(Command::Clear { key: (*key).into() }),
             _ => Err(CommandError::arity(if name == b"del" {
                 "del"
             } else {
@@ -283,8 +284,8 @@ mod tests {
         assert_eq!(
             parse("PUT k  some value ").unwrap(),
             Command::Set {
-                key: b"k".to_vec(),
-                value: b" some value ".to_vec(),
+                key: b"k".into(),
+                value: b" some value ".into(),
                 condition: None,
                 get: false
             }
@@ -292,8 +293,8 @@ mod tests {
         assert_eq!(
             parse("set k v").unwrap(),
             Command::Set {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
+                key: b"k".into(),
+                value: b"v".into(),
                 condition: None,
                 get: false
             }
@@ -305,8 +306,8 @@ mod tests {
         assert_eq!(
             parse("PUT k ").unwrap(),
             Command::Set {
-                key: b"k".to_vec(),
-                value: Vec::new(),
+                key: b"k".into(),
+                value: Blob::default(),
                 condition: None,
                 get: false
             }
@@ -315,7 +316,7 @@ mod tests {
 
     #[test]
     fn command_words_are_case_insensitive() {
-        assert_eq!(parse("gEt k").unwrap(), Command::Get { key: b"k".to_vec() });
+        assert_eq!(parse("gEt k").unwrap(), Command::Get { key: b"k".into() });
         assert_eq!(parse("ping").unwrap(), Command::Ping { msg: None });
         assert_eq!(parse("Quit").unwrap(), Command::Quit);
     }
@@ -324,12 +325,9 @@ mod tests {
     fn clear_and_del_are_synonyms() {
         assert_eq!(
             parse("CLEAR k").unwrap(),
-            Command::Clear { key: b"k".to_vec() }
+            Command::Clear { key: b"k".into() }
         );
-        assert_eq!(
-            parse("del k").unwrap(),
-            Command::Clear { key: b"k".to_vec() }
-        );
+        assert_eq!(parse("del k").unwrap(), Command::Clear { key: b"k".into() });
     }
 
     #[test]

@@ -105,6 +105,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::blob::Blob;
 use crate::store::{BUCKETS, Change, NodeId, Store, Version};
 use hlc::Hlc;
 
@@ -290,7 +291,26 @@ impl Replicator {
         decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
         out: &mut Vec<Output>,
     ) -> R {
+        self.local_write_at((self.clock)(), key, decide, out)
+    }
+
+    /// Sets every pair (MSET), reading the clock once for all of them: the
+    /// hybrid clock still gives each write its own, higher version.
+    pub fn local_set_all(&self, pairs: Vec<(Blob, Blob)>, out: &mut Vec<Output>) {
         let wall = (self.clock)();
+        for (key, value) in pairs {
+            self.local_write_at(wall, &key, |_| (Some(Change::Set(value)), ()), out);
+        }
+    }
+
+    /// [`Replicator::local_write`] with a clock reading taken by the caller.
+    fn local_write_at<R>(
+        &self,
+        wall: u64,
+        key: &[u8],
+        decide: impl FnOnce(Option<&[u8]>) -> (Option<Change>, R),
+        out: &mut Vec<Output>,
+    ) -> R {
         let push = self.pushing.load(Ordering::Relaxed);
         let (answer, written) = self.store.update_with(
             key,
@@ -309,14 +329,23 @@ impl Replicator {
         );
         if let Some(entry) = written {
             bump(&self.counters.updates_sent, 1);
-            out.push(Output::Broadcast {
-                except: None,
-                msg: Message::Updates(vec![Update {
-                    key: key.into(),
-                    value: entry.value,
-                    version: entry.version,
-                }]),
-            });
+            let update = Update {
+                key: key.into(),
+                value: entry.value,
+                version: entry.version,
+            };
+            // Writes made one after another (an MSET, a pipeline) share one
+            // message; the node layer cuts it to size when it sends.
+            match out.last_mut() {
+                Some(Output::Broadcast {
+                    except: None,
+                    msg: Message::Updates(batch),
+                }) => batch.push(update),
+                _ => out.push(Output::Broadcast {
+                    except: None,
+                    msg: Message::Updates(vec![update]),
+                }),
+            }
         }
         answer
     }
@@ -592,6 +621,23 @@ mod tests {
         assert_eq!(u[0].version.node, A);
         assert_eq!(a.rep.store().get(b"k"), Some(b"v".into()));
         assert_eq!(a.rep.stats().updates_sent, 1);
+    }
+
+    #[test]
+    fn writes_in_a_row_share_one_message_with_rising_versions() {
+        let a = node(A, ReplicationConfig::default());
+        let mut out = set(&a.rep, b"k0", b"v");
+        a.rep.local_set_all(
+            vec![(b"k1".into(), b"1".into()), (b"k2".into(), b"2".into())],
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        let u = updates(&out);
+        let keys: Vec<&[u8]> = u.iter().map(|u| &*u.key).collect();
+        assert_eq!(keys, [&b"k0"[..], b"k1", b"k2"]);
+        assert!(u.windows(2).all(|w| w[0].version < w[1].version), "{u:?}");
+        assert_eq!(a.rep.store().get(b"k2"), Some(b"2".into()));
+        assert_eq!(a.rep.stats().updates_sent, 3);
     }
 
     #[test]

@@ -698,6 +698,33 @@ fn raw_oversized_bulk_is_a_protocol_error_and_nothing_else_is_affected() {
 }
 
 #[test]
+fn append_cannot_grow_a_value_past_the_bulk_limit() {
+    let (_dir, node) = node_with("append-cap", "[limits]\nmax_bulk_bytes = 1024\n");
+    let mut c = connect(&node);
+    let most = "x".repeat(1000);
+    assert!(is_ok(&ok(&mut c, &["SET", "k", &most])));
+    assert_eq!(
+        ok(&mut c, &["APPEND", "k", &"y".repeat(24)]),
+        Value::Int(1024)
+    );
+    assert_eq!(
+        err(&mut c, &["APPEND", "k", "z"]),
+        "ERR string exceeds maximum allowed size (1024 bytes, limits.max_bulk_bytes)"
+    );
+    assert_eq!(ok(&mut c, &["STRLEN", "k"]), Value::Int(1024));
+    // A new key may be created at the limit, not past it.
+    assert_eq!(
+        ok(&mut c, &["APPEND", "new", &"w".repeat(1024)]),
+        Value::Int(1024)
+    );
+    assert!(err(&mut c, &["APPEND", "new", "w"]).starts_with("ERR string exceeds"));
+    assert_eq!(
+        ok(&mut c, &["GET", "k"]),
+        bulk(&format!("{most}{}", "y".repeat(24)))
+    );
+}
+
+#[test]
 fn raw_inline_commands_after_resp_started() {
     let (_dir, node) = node("raw-inline");
     let mut s = raw(&node);

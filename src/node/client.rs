@@ -15,13 +15,14 @@ use std::time::Duration;
 use log::debug;
 use may::net::TcpStream;
 
+use super::MAX_UPDATES_BATCH;
 use super::{Node, peer};
 use crate::config::Limits;
 use crate::protocol::reply::Reply;
 use crate::protocol::resp::{self, ParseProgress, RespLimits};
 use crate::protocol::text::{self, Framed, LineCodec};
 use crate::protocol::{Command, CommandError, Flow, Host, RespReply, TextReply, apply};
-use crate::replication::Output;
+use crate::replication::{Message, Output, Update};
 
 /// How long a connection that arrives while `max_clients` are open gets to
 /// show it is a peer (peers do not count against the client cap).
@@ -103,6 +104,11 @@ struct Pending {
     out: Vec<u8>,
     outputs: Vec<Output>,
     commands: u64,
+    /// Wire size of the updates in `outputs` counted so far...
+    update_bytes: usize,
+    /// ...which are those before this (output, update) position. Outputs
+    /// only grow between flushes, so each update is counted once.
+    counted: (usize, usize),
 }
 
 impl Pending {
@@ -113,6 +119,8 @@ impl Pending {
             .commands
             .fetch_add(std::mem::take(&mut self.commands), Ordering::Relaxed);
         node.publish(&mut self.outputs);
+        self.update_bytes = 0;
+        self.counted = (0, 0);
         if !self.out.is_empty() {
             stream.write_all(&self.out)?;
             self.out.clear();
@@ -120,9 +128,12 @@ impl Pending {
         Ok(())
     }
 
-    /// After one command: flushes when the command closes the connection or
-    /// the answers have grown past `max_output`. True when the connection is
-    /// to close.
+    /// After one command: flushes when the command closes the connection,
+    /// the answers have grown past `max_output`, or the updates waiting for
+    /// the peers past [`MAX_UPDATES_BATCH`] (an APPEND to a large value
+    /// makes a large update from a small request, so a pipeline of them
+    /// would otherwise pile up copies). True when the connection is to
+    /// close.
     fn after(
         &mut self,
         flow: Flow,
@@ -131,10 +142,34 @@ impl Pending {
         max_output: usize,
     ) -> std::io::Result<bool> {
         self.commands += 1;
-        if flow == Flow::Close || self.out.len() >= max_output {
+        self.count_updates();
+        if flow == Flow::Close
+            || self.out.len() >= max_output
+            || self.update_bytes >= MAX_UPDATES_BATCH
+        {
             self.flush(node, stream)?;
         }
         Ok(flow == Flow::Close)
+    }
+
+    /// Adds the updates made since the last call to `update_bytes`.
+    fn count_updates(&mut self) {
+        let (mut output, mut from) = self.counted;
+        while let Some(o) = self.outputs.get(output) {
+            if let Output::Broadcast {
+                msg: Message::Updates(updates),
+                ..
+            } = o
+            {
+                self.update_bytes += updates[from..].iter().map(Update::wire_len).sum::<usize>();
+                from = updates.len();
+            }
+            if output + 1 == self.outputs.len() {
+                break;
+            }
+            (output, from) = (output + 1, 0);
+        }
+        self.counted = (output, from);
     }
 }
 
@@ -356,6 +391,44 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_counts_each_update_once() {
+        use crate::store::Version;
+        let update = |n: usize| Update {
+            key: b"k".into(),
+            value: Some(vec![0; n].into()),
+            version: Version::default(),
+        };
+        let local = |updates| Output::Broadcast {
+            except: None,
+            msg: Message::Updates(updates),
+        };
+        let size = |n| update(n).wire_len();
+        let mut p = Pending::default();
+        p.count_updates();
+        assert_eq!(p.update_bytes, 0);
+        p.outputs.push(local(vec![update(10), update(20)]));
+        p.count_updates();
+        assert_eq!(p.update_bytes, size(10) + size(20));
+        // Later writes join the last message, or start another one.
+        let Some(Output::Broadcast {
+            msg: Message::Updates(last),
+            ..
+        }) = p.outputs.last_mut()
+        else {
+            unreachable!()
+        };
+        last.push(update(30));
+        p.outputs.push(Output::Send {
+            to: 1,
+            msg: Message::Ping,
+        });
+        p.outputs.push(local(vec![update(40)]));
+        p.count_updates();
+        p.count_updates();
+        assert_eq!(p.update_bytes, size(10) + size(20) + size(30) + size(40));
+    }
 
     #[test]
     fn buffer_reuses_and_grows() {

@@ -172,6 +172,10 @@ impl Host for Node {
         info_text(self, section)
     }
 
+    fn max_value_bytes(&self) -> usize {
+        self.config.read().unwrap().limits.max_bulk_bytes
+    }
+
     fn peers(&self) -> Vec<String> {
         let links = self.links.snapshot();
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());

@@ -367,6 +367,8 @@ pub trait Host {
     fn info(&self, section: Option<&str>) -> String;
     /// One line per known member, for `PEERS`.
     fn peers(&self) -> Vec<String>;
+    /// The largest value a write may leave in the store.
+    fn max_value_bytes(&self) -> usize;
 }
 
 /// Carries out `cmd` and writes its answer to `reply`. Writes go through
@@ -433,17 +435,30 @@ pub fn apply(
             }
         }
         Command::Append { key, value } => {
+            // A value no client could SET must not grow by APPEND either:
+            // peers and replies are sized for values within the limit.
+            let max = host.max_value_bytes();
             let len = rep.local_write(
                 &key,
                 |cur| {
-                    let mut next = cur.map(<[u8]>::to_vec).unwrap_or_default();
+                    let cur = cur.unwrap_or_default();
+                    if cur.len() + value.len() > max {
+                        return (None, None);
+                    }
+                    let mut next = Vec::with_capacity(cur.len() + value.len());
+                    next.extend_from_slice(cur);
                     next.extend_from_slice(&value);
                     let len = next.len();
-                    (Some(Change::Set(next.into())), len)
+                    (Some(Change::Set(next.into())), Some(len))
                 },
                 outputs,
             );
-            reply.int(len as i64);
+            match len {
+                Some(len) => reply.int(len as i64),
+                None => reply.error(&format!(
+                    "ERR string exceeds maximum allowed size ({max} bytes, limits.max_bulk_bytes)"
+                )),
+            }
         }
         Command::Clear { key } => {
             delete(rep, &key, outputs);

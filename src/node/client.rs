@@ -104,9 +104,9 @@ struct Pending {
     out: Vec<u8>,
     outputs: Vec<Output>,
     commands: u64,
-    /// Wire size of the updates in `outputs` counted so far...
+    /// Wire size of the updates in `outputs` before the position `counted`.
     update_bytes: usize,
-    /// ...which are those before this (output, update) position. Outputs
+    /// (output, update): where [`Pending::count_updates`] resumes. Outputs
     /// only grow between flushes, so each update is counted once.
     counted: (usize, usize),
 }

@@ -1,8 +1,8 @@
 //! The one [`Command`] type both protocols parse into, and [`apply`], the one
 //! place where commands are carried out.
 //!
-//! Parsing follows mini-redis: [`Command::from_args`] lowercases the name,
-//! matches it, reads the arguments through a small cursor ([`Args`]) and
+//! Parsing follows mini-redis: [`Command::from_args`] matches the name
+//! (ignoring case), reads the arguments through a small cursor ([`Args`]) and
 //! calls [`Args::finish`] so that extra arguments are an error. An unknown
 //! name is an error reply; the connection stays open.
 

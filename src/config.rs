@@ -137,6 +137,10 @@ impl Default for Gossip {
     }
 }
 
+/// Room in a peer frame beyond one key and one value: the batch before them
+/// and the headers.
+const FRAME_SLACK: usize = 2 * 1024 * 1024;
+
 /// `[limits]`: caps on what any one client or peer may cost.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -253,8 +257,18 @@ impl Config {
         if self.runtime.workers > 1024 {
             return Err("runtime.workers must be at most 1024".into());
         }
-        if l.max_frame_bytes <= l.max_bulk_bytes {
-            return Err("limits.max_frame_bytes must be larger than limits.max_bulk_bytes".into());
+        // A frame carries a batch of updates or entries (cut at 1 MiB) and
+        // then possibly one more, whose key and value may each be as large
+        // as a bulk string: a write that cannot fit would drop the link on
+        // every try, and never reach that peer.
+        if l.max_frame_bytes
+            < l.max_bulk_bytes
+                .saturating_mul(2)
+                .saturating_add(FRAME_SLACK)
+        {
+            return Err(
+                "limits.max_frame_bytes must be at least 2 * limits.max_bulk_bytes + 2 MiB".into(),
+            );
         }
         Ok(())
     }
@@ -379,6 +393,20 @@ port_probe_limit = 10
         let mut c = Config::default();
         c.discovery.hosts = vec!["127.0.0.1:1".into()];
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_frame_must_hold_the_largest_key_and_value() {
+        let e = parse("[limits]\nmax_bulk_bytes = 40000000\n").unwrap_err();
+        assert!(e.message.contains("max_frame_bytes"), "{e}");
+        let fits = 2 * 1_000_000 + FRAME_SLACK;
+        let ok = format!("[limits]\nmax_bulk_bytes = 1000000\nmax_frame_bytes = {fits}\n");
+        assert_eq!(parse(&ok).unwrap().limits.max_frame_bytes, fits);
+        let short = format!(
+            "[limits]\nmax_bulk_bytes = 1000000\nmax_frame_bytes = {}\n",
+            fits - 1
+        );
+        assert!(parse(&short).is_err());
     }
 
     #[test]
